@@ -1,0 +1,1 @@
+"""Shipped pretrained weights (safetensors + JSON model cards)."""
