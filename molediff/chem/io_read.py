@@ -1,0 +1,241 @@
+"""Lazy readers for conformer-generation inputs: .smi, .csv / .tsv, .sdf (optionally gzipped).
+
+Every reader yields :class:`InputRecord` objects one at a time (memory stays bounded on
+files of millions of lines) and never raises for a bad record: a record that cannot be
+read carries its :class:`~molediff.chem.errors.MolediffInputError` in ``error`` so the batch
+reports it with its line number and goes on.
+
+ID of each record: the name column of a .smi line, the ID column of a .csv, the title of an
+SDF block; when missing, ``"line <n>"`` of the record in the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator, TextIO
+
+from rdkit import Chem, rdBase
+
+from molediff.chem.errors import EmptyInputError, InvalidMoleculeError, MolediffInputError
+
+__all__ = ["InputRecord", "read_inputs", "read_smi", "read_csv", "read_sdf", "records_from_strings",
+           "input_format", "count_records"]
+
+_ID_COLUMNS = ("id", "name", "title", "mol_id", "molecule_id", "compound_id", "identifier")
+
+
+@dataclass
+class InputRecord:
+    """One input molecule, or the reason it could not be read.
+
+    Attributes
+    ----------
+    index : int
+        0-based position among the records of the input (comments and headers excluded).
+    line : int or None
+        1-based line of the record in the file (start line for SDF blocks).
+    id : str
+        Identifier used as output title and in failure reports.
+    source : str, Chem.Mol or None
+        The SMILES or the molecule; ``None`` when ``error`` is set.
+    smiles : str
+        The SMILES as given (or ``""`` for molecules read from SDF).
+    error : MolediffInputError or None
+        Why the record could not be read.
+    """
+
+    index: int
+    line: int | None
+    id: str
+    source: "str | Chem.Mol | None"
+    smiles: str = ""
+    error: MolediffInputError | None = None
+
+    @property
+    def label(self) -> str:
+        """Human-readable identity for messages, e.g. ``"line 3 (aspirin)"``."""
+        where = f"line {self.line}" if self.line is not None else f"record {self.index + 1}"
+        return where if self.id in ("", where) else f"{where} ({self.id})"
+
+
+def input_format(path: str | os.PathLike) -> str:
+    """Format of an input path from its extension: ``"smi"``, ``"csv"``, ``"tsv"`` or ``"sdf"``."""
+    name = os.fspath(path).lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for ext, fmt in ((".smi", "smi"), (".smiles", "smi"), (".txt", "smi"), (".csv", "csv"),
+                     (".tsv", "tsv"), (".sdf", "sdf"), (".sd", "sdf"), (".mol", "sdf")):
+        if name.endswith(ext):
+            return fmt
+    raise ValueError(f"cannot tell the format of {os.fspath(path)!r} from its extension "
+                     "(expected .smi, .csv, .tsv or .sdf, optionally .gz)")
+
+
+def _open_text(path: str | os.PathLike) -> TextIO:
+    if os.fspath(path).lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def read_inputs(path: str | os.PathLike, *, smiles_column: str | None = None,
+                id_column: str | None = None) -> Iterator[InputRecord]:
+    """Read records lazily from ``path``; the format comes from the extension.
+
+    Raises
+    ------
+    EmptyInputError
+        The file has no records (raised when iteration finds nothing).
+    ValueError
+        Unknown extension, or no SMILES column in a CSV.
+    """
+    fmt = input_format(path)
+    n = 0
+    with _open_text(path) as handle:
+        if fmt == "smi":
+            it = read_smi(handle)
+        elif fmt in ("csv", "tsv"):
+            it = read_csv(handle, smiles_column=smiles_column, id_column=id_column,
+                          delimiter="\t" if fmt == "tsv" else ",")
+        else:
+            it = read_sdf(handle)
+        for rec in it:
+            n += 1
+            yield rec
+    if n == 0:
+        raise EmptyInputError(f"input file {os.fspath(path)!r} contains no molecules")
+
+
+def _blank_error(line: int) -> EmptyInputError:
+    return EmptyInputError("empty line", item=f"line {line}")
+
+
+def read_smi(lines: Iterable[str]) -> Iterator[InputRecord]:
+    """SMILES file: ``SMILES [name ...]`` per line; ``#`` comments and a ``SMILES`` header skipped.
+
+    Blank lines are records with an :class:`EmptyInputError` so that they show up in the
+    failure report instead of vanishing silently.
+    """
+    index = 0
+    for lineno, raw in enumerate(lines, start=1):
+        text = raw.strip().lstrip("\ufeff")
+        if text.startswith("#"):
+            continue
+        parts = text.split(None, 1)
+        if lineno == 1 and parts and parts[0].lower() == "smiles":
+            continue
+        if not parts:
+            yield InputRecord(index, lineno, f"line {lineno}", None, "", _blank_error(lineno))
+        else:
+            name = parts[1].strip() if len(parts) > 1 else ""
+            yield InputRecord(index, lineno, name or f"line {lineno}", parts[0], parts[0])
+        index += 1
+
+
+def read_csv(handle: TextIO, *, smiles_column: str | None = None, id_column: str | None = None,
+             delimiter: str = ",") -> Iterator[InputRecord]:
+    """CSV / TSV with a header; SMILES and ID columns found case-insensitively unless named."""
+    reader = csv.reader(handle, delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    lower = [h.lower() for h in header]
+    s_col = _find_column(lower, smiles_column, exact=("smiles", "smi"), contains="smiles")
+    if s_col is None:
+        raise ValueError(f"no SMILES column among {header}; name it with --smiles-column")
+    i_col = _find_column(lower, id_column, exact=_ID_COLUMNS, contains=None)
+    if id_column is not None and i_col is None:
+        raise ValueError(f"ID column {id_column!r} not found among {header}")
+    index = 0
+    line = reader.line_num
+    for row in reader:
+        start, line = line + 1, reader.line_num
+        smi = row[s_col].strip() if s_col < len(row) else ""
+        ident = row[i_col].strip() if i_col is not None and i_col < len(row) else ""
+        ident = ident or f"line {start}"
+        if not smi:
+            err = EmptyInputError("empty SMILES field" if any(c.strip() for c in row) else "empty line",
+                                  item=f"line {start}")
+            yield InputRecord(index, start, ident, None, "", err)
+        else:
+            yield InputRecord(index, start, ident, smi, smi)
+        index += 1
+
+
+def _find_column(lower: list[str], wanted: str | None, exact, contains) -> int | None:
+    if wanted is not None:
+        return lower.index(wanted.lower()) if wanted.lower() in lower else None
+    for name in exact:
+        if name in lower:
+            return lower.index(name)
+    if contains:
+        for k, name in enumerate(lower):
+            if contains in name:
+                return k
+    return None
+
+
+def read_sdf(lines: Iterable[str]) -> Iterator[InputRecord]:
+    """SD file split on ``$$$$`` lines; each block parsed with hydrogens and stereo kept.
+
+    A block RDKit cannot read becomes a record with :class:`InvalidMoleculeError`; a
+    trailing block without ``$$$$`` is still read.
+    """
+    index, block, start = 0, [], None
+    for lineno, raw in enumerate(lines, start=1):
+        if start is None:
+            start = lineno
+        if raw.rstrip("\r\n") == "$$$$":
+            yield _sdf_record(index, start, block)
+            index, block, start = index + 1, [], None
+        else:
+            block.append(raw)
+    if any(line.strip() for line in block):
+        yield _sdf_record(index, start, block)
+
+
+def _sdf_record(index: int, start: int, block: list[str]) -> InputRecord:
+    title = block[0].strip() if block else ""
+    ident = title or f"line {start}"
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in block)
+    if not text.strip():
+        return InputRecord(index, start, ident, None, "", EmptyInputError("empty SDF record"))
+    with rdBase.BlockLogs():
+        try:
+            mol = Chem.MolFromMolBlock(text, sanitize=True, removeHs=False)
+        except Exception:  # some malformed blocks raise instead of returning None
+            mol = None
+    if mol is None:
+        return InputRecord(index, start, ident, None, "",
+                           InvalidMoleculeError("unreadable SDF block (malformed or invalid valence)"))
+    if mol.GetNumAtoms() == 0:
+        return InputRecord(index, start, ident, None, "", EmptyInputError("SDF record has no atoms"))
+    return InputRecord(index, start, ident, mol, "")
+
+
+def records_from_strings(items: Iterable["str | Chem.Mol"]) -> Iterator[InputRecord]:
+    """Wrap SMILES strings or molecules given in memory (IDs: ``_Name`` or ``"input <k>"``)."""
+    for k, item in enumerate(items):
+        if isinstance(item, InputRecord):
+            yield item
+            continue
+        ident = f"input {k + 1}"
+        if isinstance(item, Chem.Mol) and item.HasProp("_Name") and item.GetProp("_Name").strip():
+            ident = item.GetProp("_Name").strip()
+        yield InputRecord(k, None, ident, item, item if isinstance(item, str) else "")
+
+
+def count_records(path: str | os.PathLike) -> int | None:
+    """Cheap upper bound of the number of records (for a progress bar); ``None`` if unknown."""
+    try:
+        fmt = input_format(path)
+        with _open_text(path) as handle:
+            if fmt == "sdf":
+                return sum(1 for line in handle if line.startswith("$$$$"))
+            return max(sum(1 for _ in handle) - (1 if fmt in ("csv", "tsv") else 0), 0)
+    except (OSError, ValueError):
+        return None
