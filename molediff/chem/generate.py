@@ -214,7 +214,9 @@ def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invali
     props = {"molediff_round": rnd, "molediff_call_seed": call_seed, "molediff_valid": int(valid),
              "molediff_stereo_ok": int(stereo_ok),
              "molediff_stereo_fix": "mirrored" if status == "mirrored" else "none",
-             "molediff_geometry_ok": int(geo_ok), "molediff_geometry_reason": reason}
+             "molediff_geometry_ok": int(geo_ok)}
+    if reason:
+        props["molediff_geometry_reason"] = reason
     job.accepted.append((fixed, props))
     return valid
 
@@ -244,7 +246,7 @@ def _run_chunk(jobs: list[_Job], model: ConformerSampler, num_confs: int, *, sta
 
 def _single_atom(job: _Job, num_confs: int) -> None:
     props = {"molediff_round": 0, "molediff_call_seed": -1, "molediff_valid": 1, "molediff_stereo_ok": 1,
-             "molediff_stereo_fix": "none", "molediff_geometry_ok": 1, "molediff_geometry_reason": ""}
+             "molediff_stereo_fix": "none", "molediff_geometry_ok": 1}
     job.accepted = [(np.zeros((1, 3)), dict(props)) for _ in range(num_confs)]
 
 
@@ -351,6 +353,9 @@ def generate_conformers_batch(
         raise ValueError("num_confs and batch_size must be >= 1")
     if relax not in (None, "mmff", "xtb"):
         raise ValueError(f"relax must be None, 'mmff' or 'xtb', got {relax!r}")
+    if relax == "xtb":
+        from molediff.chem.relax import require_xtb
+        require_xtb()
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
     chunk: list[InputRecord] = []
     state: dict = {}

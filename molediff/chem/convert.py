@@ -1,0 +1,87 @@
+"""Conformers to other toolkits: ASE ``Atoms`` and PyTorch Geometric ``Data``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from rdkit import Chem
+
+__all__ = ["to_ase_atoms", "to_ase_atoms_list", "to_pyg_data"]
+
+_BOND_ORDER = {Chem.BondType.SINGLE: 1.0, Chem.BondType.DOUBLE: 2.0, Chem.BondType.TRIPLE: 3.0,
+               Chem.BondType.AROMATIC: 1.5}
+
+
+def _positions(mol: Chem.Mol, conf_id: int) -> np.ndarray:
+    if mol.GetNumConformers() == 0:
+        raise ValueError("molecule has no conformer")
+    pos = mol.GetConformer(conf_id).GetPositions()
+    if not np.all(np.isfinite(pos)):
+        raise ValueError("conformer has non-finite coordinates")
+    return pos
+
+
+def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
+    """One conformer as :class:`ase.Atoms`.
+
+    Parameters
+    ----------
+    mol : Chem.Mol
+        Molecule with conformers (hydrogens should be explicit).
+    conf_id : int
+        Conformer id (``-1``: the first).
+    info : bool
+        Copy the molecule's and the conformer's properties into ``atoms.info`` (plus
+        ``name``, ``charge`` and ``smiles``), so extended XYZ keeps them.
+
+    Returns
+    -------
+    ase.Atoms
+        Positions in Å; ``atoms.info["charge"]`` is the total formal charge.
+    """
+    from ase import Atoms
+
+    pos = _positions(mol, conf_id)
+    atoms = Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
+    atoms.set_initial_charges([a.GetFormalCharge() for a in mol.GetAtoms()])
+    if info:
+        meta = {k: v for k, v in mol.GetPropsAsDict(includePrivate=False).items()}
+        meta.update(mol.GetConformer(conf_id).GetPropsAsDict(includePrivate=False))
+        meta = {k: (v if isinstance(v, (int, float)) else str(v).replace("\n", " ")) for k, v in meta.items()}
+        if mol.HasProp("_Name"):
+            meta["name"] = mol.GetProp("_Name").replace("\n", " ")
+        meta["charge"] = Chem.GetFormalCharge(mol)
+        atoms.info.update(meta)
+    return atoms
+
+
+def to_ase_atoms_list(mol: Chem.Mol) -> list:
+    """Every conformer of ``mol`` as :class:`ase.Atoms` (see :func:`to_ase_atoms`)."""
+    return [to_ase_atoms(mol, c.GetId()) for c in mol.GetConformers()]
+
+
+def to_pyg_data(mol: Chem.Mol, conf_id: int = -1):
+    """One conformer as a :class:`torch_geometric.data.Data` graph.
+
+    Returns
+    -------
+    torch_geometric.data.Data
+        ``z`` ``[N]`` atomic numbers (long), ``pos`` ``[N, 3]`` (float32, Å), ``edge_index``
+        ``[2, 2B]`` both directions of every bond, ``edge_attr`` ``[2B, 1]`` bond order
+        (aromatic 1.5), ``formal_charge`` ``[N]`` and ``smiles``.
+    """
+    from torch_geometric.data import Data
+
+    pos = torch.as_tensor(_positions(mol, conf_id), dtype=torch.float32)
+    z = torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=torch.long)
+    src, dst, order = [], [], []
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        o = _BOND_ORDER.get(b.GetBondType(), 1.0)
+        src += [i, j]
+        dst += [j, i]
+        order += [o, o]
+    return Data(z=z, pos=pos, edge_index=torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
+                edge_attr=torch.tensor(order, dtype=torch.float32).reshape(-1, 1),
+                formal_charge=torch.tensor([a.GetFormalCharge() for a in mol.GetAtoms()], dtype=torch.long),
+                smiles=Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False)))
