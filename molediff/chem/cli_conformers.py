@@ -1,0 +1,193 @@
+"""``molediff conformers``: SMILES / SDF in, 3D conformers out (SDF with properties or extended XYZ).
+
+Examples
+--------
+    molediff conformers "C[C@H](N)C(=O)O" -n 5 --seed 0 > ala.sdf
+    molediff conformers -i drugs.smi -o drugs.sdf -n 10 --failures failed.csv --keep-going
+    molediff conformers -i drugs.smi -o drugs.sdf --resume           # after a crash
+    torchrun --nproc-per-node 4 -m molediff conformers -i big.smi -o big.sdf --device cuda
+
+Exit status: 0 when every molecule got conformers (or with ``--keep-going``), 1 when some
+molecule failed, 2 for usage errors (bad options, unreadable input file, model not found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``molediff conformers`` on ``parser``."""
+    parser.add_argument("smiles", nargs="*", help="SMILES on the command line (instead of -i)")
+    io_ = parser.add_argument_group("input / output")
+    io_.add_argument("-i", "--input", help=".smi (SMILES [name]), .csv/.tsv (header) or .sdf; may be .gz")
+    io_.add_argument("-o", "--output", help=".sdf or .xyz (extended XYZ); default: SDF on stdout")
+    io_.add_argument("--smiles-column", help="CSV column with SMILES (default: auto-detect)")
+    io_.add_argument("--id-column", help="CSV column with IDs (default: id/name/title if present)")
+    io_.add_argument("--failures", help="write failed inputs to this report (.csv or .json)")
+    io_.add_argument("--resume", action="store_true", help="continue an interrupted run of the same output")
+    io_.add_argument("--keep-going", action="store_true", help="exit 0 even when some molecules failed")
+    io_.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("-n", "--num-confs", type=int, default=10, help="conformers per molecule (default 10)")
+    gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output)")
+    gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
+    gen.add_argument("--sampler", default="heun", help="sampling algorithm of the model (default heun)")
+    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
+    gen.add_argument("--batch-size", type=int, default=64, help="molecules per model call and per commit")
+    gen.add_argument("--relax", choices=("mmff", "xtb"), help="relax conformers with MMFF94 or GFN2-xTB")
+    gen.add_argument("--prune-rms", type=float, help="drop conformers within this heavy-atom RMSD (A)")
+    gen.add_argument("--on-invalid", choices=("resample", "flag", "drop"), default="resample",
+                     help="conformers failing stereo/geometry checks (default resample)")
+    gen.add_argument("--max-resample-rounds", type=int, default=3)
+    pol = parser.add_argument_group("input policy")
+    pol.add_argument("--fragments", choices=("largest", "fail"), default="largest",
+                     help="several fragments (salts): keep the largest or fail (default largest)")
+    pol.add_argument("--max-atoms", type=int, help="skip molecules with more atoms (hydrogens included)")
+    pol.add_argument("--allow-radicals", action="store_true", help="accept radicals with a warning")
+
+
+def _err(msg: str) -> None:
+    print(f"molediff conformers: {msg}", file=sys.stderr)
+
+
+def _options(args, seed: int) -> dict:
+    keys = ("input", "num_confs", "model", "sampler", "steps", "relax", "prune_rms", "on_invalid",
+            "max_resample_rounds", "fragments", "max_atoms", "allow_radicals", "smiles_column", "id_column",
+            "batch_size")
+    opts = {k: getattr(args, k) for k in keys}
+    opts["input"] = os.path.abspath(args.input) if args.input else list(args.smiles)
+    opts["seed"] = seed
+    return opts
+
+
+def _saved_seed(state_path: str) -> int | None:
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            return json.load(f)["options"]["seed"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``molediff conformers``; returns the exit status."""
+    from molediff.chem import distributed_run as dr
+    from molediff.chem.errors import EmptyInputError, MissingDependencyError
+    from molediff.chem.generate import generate_conformers_batch, resolve_model
+    from molediff.chem.io_read import count_records, input_format, read_inputs, records_from_strings
+    from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_format
+
+    if bool(args.smiles) == bool(args.input):
+        _err("give SMILES on the command line or -i FILE (exactly one of them)")
+        return 2
+    if args.num_confs < 1 or args.batch_size < 1:
+        _err("--num-confs and --batch-size must be >= 1")
+        return 2
+    ctx = dr.dist_context()
+    if ctx.distributed and not args.output:
+        _err("distributed runs need -o OUTPUT")
+        return 2
+    try:
+        if args.input:
+            input_format(args.input)
+            if not os.path.isfile(args.input):
+                _err(f"input file not found: {args.input}")
+                return 2
+        fmt = output_format(args.output) if args.output else "sdf"
+        if args.relax == "xtb":
+            from molediff.chem.relax import require_xtb
+            require_xtb()
+        device = args.device
+        if device == "cuda" and ctx.distributed:
+            device = f"cuda:{ctx.local_rank}"
+        model = resolve_model(args.model, device)
+    except (ValueError, MissingDependencyError, ImportError, OSError) as err:
+        _err(str(err))
+        return 2
+
+    target = dr.shard_path(args.output, ctx) if (args.output and ctx.distributed) else args.output
+    if args.resume and args.output and ctx.distributed and os.path.exists(args.output) \
+            and not any(os.path.exists(dr.shard_path(args.output, dr.DistContext(r, ctx.world_size)) + ".progress.json")
+                        for r in range(ctx.world_size)):
+        if ctx.is_main and not args.quiet:
+            _err(f"{args.output} is already complete")
+        return 0
+    seed = args.seed
+    if seed is None and args.resume and target:
+        seed = _saved_seed(target + ".progress.json")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    dr.init(ctx)
+    try:
+        writer = (CheckpointedWriter(target, fmt, resume=args.resume, options=_options(args, seed))
+                  if target else StreamWriter(sys.stdout, fmt))
+    except ValueError as err:
+        _err(str(err))
+        return 2
+
+    if args.input:
+        records = read_inputs(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
+        total = count_records(args.input)
+    else:
+        records, total = records_from_strings(args.smiles), len(args.smiles)
+    mine = (r for r in records if r.index % ctx.world_size == ctx.rank and not writer.done(r.index))
+    results = generate_conformers_batch(
+        mine, args.num_confs, seed, model=model, sampler=args.sampler, steps=args.steps, relax=args.relax,
+        prune_rms=args.prune_rms, device=device, on_invalid=args.on_invalid,
+        max_resample_rounds=args.max_resample_rounds, batch_size=args.batch_size, fragments=args.fragments,
+        max_atoms=args.max_atoms, allow_radicals=args.allow_radicals)
+    from tqdm import tqdm
+
+    bar = tqdm(total=None if total is None else -(-total // ctx.world_size), unit="mol", dynamic_ncols=True,
+               disable=True if (args.quiet or not ctx.is_main) else None, file=sys.stderr)
+    t0, n_ok, n_fail, n_confs = time.perf_counter(), 0, 0, 0
+    try:
+        while True:
+            chunk = list(itertools.islice(results, args.batch_size))
+            if not chunk:
+                break
+            writer.commit(chunk)
+            for res in chunk:
+                n_ok += res.ok
+                n_fail += not res.ok
+                n_confs += res.mol.GetNumConformers() if res.ok else 0
+                if not res.ok and not args.quiet and n_fail <= 20:
+                    bar.write(f"failed: {res.error}", file=sys.stderr)
+            bar.update(len(chunk))
+    except EmptyInputError as err:
+        bar.close()
+        _err(str(err))
+        return 1
+    except KeyboardInterrupt:
+        bar.close()
+        _err("interrupted; completed molecules are saved, rerun with --resume to finish")
+        return 130
+    bar.close()
+
+    if ctx.distributed:
+        writer.close(keep_state=True)
+        dr.barrier(ctx)
+        if ctx.is_main:
+            rows = dr.merge_shards(args.output, fmt, ctx.world_size, args.failures)
+        dr.barrier(ctx)
+        dr.shutdown(ctx)
+        if not ctx.is_main:
+            return 0 if (args.keep_going or n_fail == 0) else 1
+    else:
+        rows = writer.close(args.failures)
+    n_fail_all = len(rows)
+    if not args.quiet:
+        dt = time.perf_counter() - t0
+        _err(f"{n_ok} molecule(s) -> {n_confs} conformer(s), {n_fail} failed, in {dt:.1f} s "
+             f"({n_ok / max(dt, 1e-9):.1f} mol/s){' (this rank)' if ctx.distributed else ''}")
+        if n_fail_all and not args.failures:
+            _err(f"{n_fail_all} input(s) failed; use --failures report.csv for the list")
+    return 0 if (args.keep_going or n_fail_all == 0) else 1
