@@ -183,6 +183,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return value
     if base == "float":
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         if not math.isfinite(float(value)):
@@ -220,16 +225,22 @@ def parse_section(cls: type[T], data: Mapping[str, Any] | None, where: str = "")
     return cls(**kwargs)
 
 
-def config_from_dict(raw: Mapping[str, Any]) -> Config:
-    """Validate a raw mapping (as loaded from YAML) into a :class:`Config`."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"a config must be a mapping at top level, got {type(raw).__name__}")
+def _canonical(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename alias sections (``network`` -> ``model``, ...), rejecting a section given twice."""
     data: dict[str, Any] = {}
     for key, value in raw.items():
         canon = _ALIASES.get(key, key)
         if canon in data:
             raise ConfigError(f"section {canon!r} given twice (as {key!r} and under another name)")
         data[canon] = value
+    return data
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Validate a raw mapping (as loaded from YAML) into a :class:`Config`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a config must be a mapping at top level, got {type(raw).__name__}")
+    data = _canonical(raw)
     known = {f.name for f in dataclasses.fields(Config)}
     for key in data:
         if key not in known:
@@ -295,8 +306,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    apply_overrides(raw, overrides)
     try:
-        return config_from_dict(raw)
+        return config_from_dict(apply_overrides(_canonical(raw), overrides))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

@@ -112,6 +112,7 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self._stop_signal: str | None = None
         self._t0: float | None = None
+        self._window = _Window()
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -165,7 +166,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
             "config": self.cfg.to_dict(), "optimizer": opt_meta,
             "ema": None if self.ema is None else {"decay": self.ema.decay, "warmup": self.ema.warmup, "num_updates": self.ema.num_updates},
-            "metrics": dict(self.last_metrics), "best_value": self.best_value,
+            "metrics": dict(self.last_metrics), "best_value": self.best_value, "log_window": self._window.state(),
             "wall_time_s": self.wall_time_s + (0.0 if self._t0 is None else time.monotonic() - self._t0),
             "world_size": self.env.world_size, "hardware": _hardware(self.env), "versions": _versions(),
         }
@@ -192,6 +193,7 @@ class Trainer:
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         self.best_value = meta.get("best_value")
         self.last_metrics = dict(meta.get("metrics", {}))
+        self._window = _Window.from_state(meta.get("log_window"))
         rng = ck.section(f"rng.rank{self.env.rank}")
         same_world = int(meta.get("world_size", 1)) == self.env.world_size
         if not same_world:
@@ -306,7 +308,7 @@ class Trainer:
             log.truncate_after(self.step)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         budget = None if t.max_minutes is None else 60.0 * t.max_minutes
-        reason, ckpt, window = "completed", None, _Window()
+        reason, ckpt, window = "completed", None, self._window
         saved_at = -1
         with self._signals():
             try:
@@ -320,7 +322,7 @@ class Trainer:
                                **window.metrics(), "time_s": round(time.monotonic() - self._t0, 3)}
                         self.last_metrics.update({k: v for k, v in row.items() if isinstance(v, float)})
                         log.write(row)
-                        window = _Window()
+                        window = self._window = _Window()
                     best = False
                     if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
                         val = self.evaluate()
@@ -362,7 +364,8 @@ class _Window:
     """Running means of the loss and metrics between two log rows."""
 
     def __init__(self) -> None:
-        self.n, self._loss, self._m = 0, 0.0, {}
+        self.n, self._loss = 0, 0.0
+        self._m: dict[str, float] = {}
 
     def add(self, loss: float, metrics: dict[str, float]) -> None:
         self.n += 1
@@ -372,6 +375,16 @@ class _Window:
 
     def loss(self) -> float:
         return self._loss / max(1, self.n)
+
+    def state(self) -> dict[str, Any]:
+        return {"n": self.n, "loss": self._loss, "metrics": dict(self._m)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> _Window:
+        w = cls()
+        if state:
+            w.n, w._loss, w._m = int(state["n"]), float(state["loss"]), dict(state["metrics"])
+        return w
 
     def metrics(self) -> dict[str, float]:
         return {k: v / max(1, self.n) for k, v in self._m.items()}

@@ -1,0 +1,147 @@
+import math
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+
+from molediff.training.checkpoint import load_checkpoint
+from molediff.training.config import config_from_dict
+from molediff.training.export import load_exported
+from molediff.training.logging import read_log
+from molediff.training.toy_task import ToyDenoiser, ToyModelConfig, ToyTask
+from molediff.training.trainer import NonFiniteLossError, RunDirError, Trainer, lr_at
+
+from conftest import toy_raw
+
+
+def _assert_same_state(a: Trainer, b: Trainer) -> None:
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    for k in a.ema.shadow:
+        assert torch.equal(a.ema.shadow[k], b.ema.shadow[k]), k
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for idx in sa:
+        for name in sa[idx]:
+            assert torch.equal(sa[idx][name], sb[idx][name])
+
+
+def test_exact_bitwise_resume(tmp_path, toy_config, monkeypatch):
+    # 96 points / batch 16 = 6 batches per epoch: stopping at step 9 is mid-epoch; dropout uses the global RNG.
+    straight = Trainer(toy_config(tmp_path / "a", steps=20, eval_every=5, ckpt_every=4))
+    straight.fit()
+    first = Trainer(toy_config(tmp_path / "b", steps=20, eval_every=5, ckpt_every=4), max_steps=9)
+    assert first.fit().reason == "max_steps"
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    torch.manual_seed(12345)  # a fresh process would start from different global RNG states
+    resumed = Trainer(toy_config(tmp_path / "b", steps=20, eval_every=5, ckpt_every=4), task=ToyTask(), resume=True)
+    assert (resumed.step, resumed.batches_in_epoch) == (9, 3)
+    result = resumed.fit()
+    assert result.reason == "completed" and result.step == 20 and result.epoch == straight.epoch
+    _assert_same_state(straight, resumed)
+    # the logs agree too (rows after the resume point are not duplicated)
+    rows_a = [r for r in read_log(tmp_path / "a" / "log.jsonl")]
+    rows_b = [r for r in read_log(tmp_path / "b" / "log.jsonl")]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(rows_a) == strip(rows_b)
+
+
+def test_resume_diverges_without_restoring_rng(tmp_path, toy_config):
+    """Guard against a vacuous resume test: a fresh run with another seed must differ."""
+    a = Trainer(toy_config(tmp_path / "a", steps=6))
+    a.fit()
+    b = Trainer(toy_config(tmp_path / "b", steps=6, seed=4))
+    b.fit()
+    assert not torch.equal(a.model.net[0].weight, b.model.net[0].weight)
+
+
+def test_outputs_checkpoints_and_export(tmp_path, toy_config):
+    cfg = toy_config(tmp_path, steps=12, eval_every=4, ckpt_every=4, keep_last=2, best_metric="val/loss")
+    trainer = Trainer(cfg)
+    result = trainer.fit()
+    assert result.reason == "completed" and "val/loss" in result.metrics
+    assert trainer.ckpts.steps() == [8, 12] and trainer.ckpts.best() is not None
+    meta = load_checkpoint(result.checkpoint).meta
+    assert meta["step"] == 12 and meta["config"]["task"] == "toy" and meta["versions"]["torch"] == torch.__version__
+    assert {"param_groups", "state"} <= set(meta["optimizer"]) and meta["wall_time_s"] > 0
+    rows = read_log(tmp_path / "log.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [5, 10]
+    assert [r["step"] for r in rows if r["kind"] == "val"] == [4, 8, 12]
+    state, card = load_exported(tmp_path)
+    assert card["card"]["parameters"] > 0 and card["step"] == 12
+    for k, v in trainer.ema.shadow.items():
+        assert torch.equal(state[k], v)
+    model = ToyDenoiser(ToyModelConfig(hidden=16, layers=2))
+    model.load_state_dict(state)  # shipped weights load into a freshly built network
+
+
+def test_lr_schedule_warmup_and_cosine(tmp_path):
+    cfg = config_from_dict(toy_raw(tmp_path, steps=14))  # lr 3e-3, warmup 4, cosine to 0
+    assert lr_at(0, cfg) == pytest.approx(3e-3 / 4)
+    assert lr_at(3, cfg) == pytest.approx(3e-3)
+    assert lr_at(9, cfg) == pytest.approx(3e-3 * 0.5)
+    assert lr_at(14, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_refuses_to_overwrite_run_without_resume(tmp_path, toy_config):
+    Trainer(toy_config(tmp_path, steps=2)).fit()
+    with pytest.raises(RunDirError):
+        Trainer(toy_config(tmp_path, steps=4))
+    t = Trainer(toy_config(tmp_path, steps=4), resume=True)
+    assert t.step == 2 and t.fit().step == 4
+
+
+def test_signal_stops_with_checkpoint(tmp_path, toy_config):
+    class Interrupting(ToyTask):
+        calls = 0
+
+        def loss(self, model, batch, generator):
+            Interrupting.calls += 1
+            if Interrupting.calls == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().loss(model, batch, generator)
+
+    trainer = Trainer(toy_config(tmp_path, steps=50), task=Interrupting())
+    result = trainer.fit()
+    assert result.reason == "signal" and result.step == 3
+    assert load_checkpoint(result.checkpoint).meta["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_time_budget_stops_cleanly(tmp_path, toy_config, monkeypatch):
+    import molediff.training.trainer as tr
+
+    clock = iter(range(0, 10**6, 40))  # 40 s per call to time.monotonic
+    monkeypatch.setattr(tr.time, "monotonic", lambda: float(next(clock)))
+    result = Trainer(toy_config(tmp_path, steps=50, max_minutes=2.0)).fit()
+    assert result.reason == "max_minutes" and 0 < result.step < 50
+    assert load_checkpoint(result.checkpoint).meta["step"] == result.step
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_non_finite_loss_raises(tmp_path, toy_config):
+    class Exploding(ToyTask):
+        def loss(self, model, batch, generator):
+            loss, m = super().loss(model, batch, generator)
+            return loss * math.inf, m
+
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        Trainer(toy_config(tmp_path, steps=3), task=Exploding()).fit()
+
+
+def test_bf16_falls_back_to_fp32_on_cpu(tmp_path, toy_config):
+    with pytest.warns(UserWarning, match="bf16"):
+        trainer = Trainer(toy_config(tmp_path, steps=2, precision="bf16"))
+    assert trainer.precision == "fp32"
+
+
+def test_not_a_task_is_a_type_error(tmp_path, toy_config):
+    with pytest.raises(TypeError, match="missing method"):
+        Trainer(toy_config(tmp_path), task=object())
