@@ -156,6 +156,7 @@ class _Job:
     wrong_stereo: int = 0
     bad_geometry: int = 0
     raw_stereo: list = field(default_factory=list)  # round-0 correctness before the mirror fix
+    flagged: int = 0
 
     @property
     def mol(self) -> Chem.Mol:
@@ -211,6 +212,7 @@ def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invali
     valid = stereo_ok and geo_ok
     if not valid and on_invalid != "flag":
         return False
+    job.flagged += not valid
     props = {"molediff_round": rnd, "molediff_call_seed": call_seed, "molediff_valid": int(valid),
              "molediff_stereo_ok": int(stereo_ok),
              "molediff_stereo_fix": "mirrored" if status == "mirrored" else "none",
@@ -265,11 +267,11 @@ def _finish(job: _Job, model: ConformerSampler, num_confs: int, meta: dict, rela
         else:
             res.error = NoValidConformerError(f"no valid conformer ({counts})")
         return
-    dropped = job.nonfinite + job.wrong_stereo + job.bad_geometry
-    if dropped:
-        res.warnings.append(f"{dropped} conformer(s) rejected and re-sampled or dropped "
-                            f"({job.nonfinite} non-finite, {job.wrong_stereo} wrong stereo, "
-                            f"{job.bad_geometry} invalid geometry)")
+    rejected = job.nonfinite + job.wrong_stereo + job.bad_geometry
+    if rejected:
+        res.warnings.append(f"{rejected} sampled conformer(s) failed the checks ({job.nonfinite} non-finite, "
+                            f"{job.wrong_stereo} wrong stereo, {job.bad_geometry} invalid geometry); "
+                            f"{job.flagged} kept flagged molediff_valid=0, the others re-sampled or dropped")
     if len(job.accepted) < num_confs:
         res.warnings.append(f"only {len(job.accepted)} of {num_confs} conformers passed the checks")
     mol = Chem.Mol(job.mol)

@@ -1,0 +1,112 @@
+"""Library API: generate_conformers / generate_conformers_batch with fake and ETKDG samplers."""
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+from molediff.chem.errors import MolediffInputError, NonFiniteCoordinatesError, UnsupportedElementError
+from molediff.chem.generate import generate_conformers, generate_conformers_batch, geometry_check
+
+
+def test_basic_output_has_hydrogens_conformers_and_props(fake_model):
+    mol = generate_conformers("CC(=O)O", num_confs=4, seed=1, model=fake_model)
+    assert mol.GetNumAtoms() == 8  # explicit hydrogens
+    assert mol.GetNumConformers() == 4
+    assert mol.GetProp("molediff_model") == "fake-qm9"
+    assert mol.GetProp("molediff_seed") == "1"
+    for conf in mol.GetConformers():
+        assert np.all(np.isfinite(conf.GetPositions()))
+        assert conf.GetProp("molediff_valid") == "1"
+        assert conf.GetProp("molediff_stereo_ok") == "1"
+    # heavy-atom order of the input is kept, hydrogens appended
+    assert [a.GetSymbol() for a in mol.GetAtoms()][:4] == ["C", "C", "O", "O"]
+
+
+def test_one_sampler_call_per_chunk(fake_model):
+    smiles = ["CCO", "CCN", "CCC", "CC=O", "OCCO"]
+    results = list(generate_conformers_batch(smiles, 3, 0, model=fake_model, batch_size=5))
+    assert [r.index for r in results] == list(range(5))
+    assert all(r.ok for r in results)
+    assert fake_model.calls == [(5, 3)]
+
+
+def test_seed_reproducible(fake_model):
+    a = generate_conformers("CCOC", 3, seed=7, model=fake_model)
+    b = generate_conformers("CCOC", 3, seed=7, model=fake_model)
+    np.testing.assert_allclose(a.GetConformer(0).GetPositions(), b.GetConformer(0).GetPositions())
+
+
+def test_mol_input_keeps_its_stereo_and_atom_order(fake_model):
+    src = Chem.AddHs(Chem.MolFromSmiles("N[C@@H](C)C(=O)O"))
+    src = Chem.RenumberAtoms(src, list(reversed(range(src.GetNumAtoms()))))
+    mol = generate_conformers(src, 3, 0, model=fake_model)
+    assert [a.GetSymbol() for a in mol.GetAtoms()] == [a.GetSymbol() for a in src.GetAtoms()]
+    assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.MolToSmiles(Chem.MolFromSmiles("N[C@@H](C)C(=O)O"))
+
+
+def test_nan_conformers_are_resampled_never_kept(make_fake):
+    model = make_fake(nan=0.5)
+    mol = generate_conformers("CCCO", 6, seed=3, model=model, max_resample_rounds=10)
+    assert mol.GetNumConformers() == 6
+    assert all(np.all(np.isfinite(c.GetPositions())) for c in mol.GetConformers())
+    assert len(model.calls) > 1  # re-sampling happened
+
+
+def test_all_nan_is_a_typed_error(make_fake):
+    with pytest.raises(NonFiniteCoordinatesError, match="NaN"):
+        generate_conformers("CCO", 3, 0, model=make_fake(nan_always={"CCO"}))
+
+
+def test_model_crash_on_one_molecule_spares_the_chunk(make_fake):
+    model = make_fake(raise_for={"CCN"})
+    results = list(generate_conformers_batch(["CCO", "CCN", "CCC"], 2, 0, model=model, batch_size=3))
+    assert [r.ok for r in results] == [True, False, True]
+    assert "model failed" in results[1].error.reason
+
+
+def test_unsupported_element_names_element_and_model(fake_model):
+    with pytest.raises(UnsupportedElementError) as info:
+        generate_conformers("CCS", 2, 0, model=fake_model)
+    assert info.value.element == "S" and info.value.model == "fake-qm9"
+    assert "S" in str(info.value) and "fake-qm9" in str(info.value)
+
+
+def test_single_atom_is_at_origin(fake_model):
+    mol = generate_conformers("[Cl-]", 2, 0, model=fake_model)
+    assert mol.GetNumConformers() == 2
+    assert np.allclose(mol.GetConformer(0).GetPositions(), 0.0)
+    assert fake_model.calls == []
+
+
+def test_etkdg_baseline_model_and_mmff_relax_and_prune():
+    mol = generate_conformers("CCCCO", 6, 0, model="etkdg", relax="mmff", prune_rms=0.5)
+    assert 1 <= mol.GetNumConformers() <= 6
+    conf = mol.GetConformer(mol.GetConformers()[0].GetId())
+    assert conf.GetProp("molediff_relaxed") == "mmff"
+    assert np.isfinite(float(conf.GetProp("molediff_energy_kcal")))
+
+
+def test_flag_mode_keeps_invalid_with_flag(make_fake):
+    mol = generate_conformers("C[C@H](O)/C=C/C", 8, 0, model=make_fake(scramble_double_bonds=0.5),
+                              on_invalid="flag")
+    flags = [c.GetProp("molediff_stereo_ok") for c in mol.GetConformers()]
+    assert mol.GetNumConformers() == 8 and "0" in flags
+    assert all(c.GetProp("molediff_valid") == c.GetProp("molediff_stereo_ok") for c in mol.GetConformers())
+
+
+def test_geometry_check_catches_broken_geometry():
+    mol = generate_conformers("CCO", 1, 0, model="etkdg")
+    xyz = mol.GetConformer().GetPositions()
+    assert geometry_check(mol, xyz) == (True, "")
+    stretched = xyz.copy()
+    stretched[1] += 2.0  # pull one carbon away
+    assert not geometry_check(mol, stretched)[0]
+    clash = xyz.copy()
+    clash[:] = xyz[0] + np.random.default_rng(0).normal(scale=0.05, size=xyz.shape)
+    assert not geometry_check(mol, clash)[0]
+
+
+def test_errors_are_input_errors(fake_model):
+    results = list(generate_conformers_batch(["xyz", ""], 1, 0, model=fake_model))
+    assert all(isinstance(r.error, MolediffInputError) for r in results)
+    assert results[0].error.item == "input 1"
