@@ -1,0 +1,139 @@
+"""Guidance: classifier-free guidance, composition of conditions and fixed-subset (inpainting) constraints.
+
+All three are denoiser wrappers, so every sampler uses them unchanged. At fixed ``(x, σ)`` the score is affine
+in the denoiser, ``s = (D - x)/σ²``, so combining scores is the same as combining denoisers:
+
+* classifier-free guidance (Ho & Salimans 2022): ``D = D_∅ + w (D_c - D_∅)`` (``w=0`` unconditional,
+  ``w=1`` conditional, ``w>1`` guided);
+* product of conditions: ``s(x|c1, c2) = s(x|c1) + s(x|c2) - s(x)``, i.e. ``D = D_∅ + Σ_i w_i (D_ci - D_∅)``.
+
+All conditions and the null condition are evaluated in ONE batched call: ``x`` is repeated ``k + 1`` times
+along rows and the condition tensors are concatenated by :func:`concat_cond` (which offsets PyG ``batch`` and
+``edge_index`` so that graph batches stay valid).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .spaces import Space
+from .utils import ShapeError, append_dims, as_row_sigma
+
+__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset"]
+
+
+def concat_cond(conds: Sequence[Dict[str, Any]], num_rows: int) -> Dict[str, Any]:
+    """Concatenate condition dicts of ``len(conds)`` stacked copies of a batch with ``num_rows`` rows.
+
+    Tensors are concatenated along dim 0, except ``batch`` (offset by the number of graphs of each copy) and
+    ``edge_index`` (concatenated along dim 1, offset by ``num_rows``). Non-tensors must be equal in all copies.
+    """
+    keys = set(conds[0])
+    for c in conds[1:]:
+        if set(c) != keys:
+            raise ValueError(f"all conditions must have the same keys, got {sorted(keys)} and {sorted(c)}")
+    out: Dict[str, Any] = {}
+    for k in keys:
+        vals = [c[k] for c in conds]
+        if not isinstance(vals[0], Tensor):
+            if any(v is not vals[0] and v != vals[0] for v in vals[1:]):
+                raise ValueError(f"non-tensor condition {k!r} differs between conditions")
+            out[k] = vals[0]
+        elif k == "batch":
+            step = int(vals[0].max()) + 1 if vals[0].numel() else 0
+            out[k] = torch.cat([v + i * step for i, v in enumerate(vals)])
+        elif k == "edge_index":
+            out[k] = torch.cat([v + i * num_rows for i, v in enumerate(vals)], dim=1)
+        else:
+            out[k] = torch.cat(vals)
+    return out
+
+
+class ComposedGuidance(nn.Module):
+    """``D = D_∅ + Σ_i w_i (D(x, σ, **c_i) - D_∅)``, all terms in one batched denoiser call.
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``D(x, σ, **cond)``.
+    conds : list of dict
+        The conditions ``c_i`` (keys passed to the denoiser).
+    null_cond : dict
+        The null condition (same keys; e.g. the "empty" label the network was trained with).
+    weights : sequence of float, optional
+        ``w_i`` (default 1 each: the product of the conditional densities over the prior).
+
+    Shapes
+    ------
+    x: ``[N, ...]``; sigma: ``[N]``; condition tensors: ``[N, ...]`` or per graph.
+    """
+
+    def __init__(
+        self, denoiser: Callable, conds: List[Dict[str, Any]], null_cond: Dict[str, Any],
+        weights: Optional[Sequence[float]] = None,
+    ) -> None:
+        super().__init__()
+        if len(conds) == 0:
+            raise ValueError("need at least one condition")
+        weights = [1.0] * len(conds) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(conds):
+            raise ValueError(f"got {len(weights)} weights for {len(conds)} conditions")
+        self.denoiser, self.conds, self.null_cond, self.weights = denoiser, list(conds), dict(null_cond), weights
+
+    def forward(self, x: Tensor, sigma: Tensor, **shared: Any) -> Tensor:
+        sigma = as_row_sigma(sigma, x)
+        k = len(self.conds) + 1
+        cond = concat_cond([{**shared, **c} for c in [self.null_cond, *self.conds]], x.shape[0])
+        out = self.denoiser(x.repeat(k, *([1] * (x.ndim - 1))), sigma.repeat(k), **cond)
+        parts = out.chunk(k)
+        d = parts[0]
+        for w, dc in zip(self.weights, parts[1:]):
+            d = d + w * (dc - parts[0])
+        return d
+
+
+class ClassifierFreeGuidance(ComposedGuidance):
+    """Classifier-free guidance ``D_∅ + w (D_c - D_∅)`` (Ho & Salimans 2022); ``w=0`` uncond, ``w=1`` cond."""
+
+    def __init__(self, denoiser: Callable, cond: Dict[str, Any], null_cond: Dict[str, Any], weight: float) -> None:
+        super().__init__(denoiser, [cond], null_cond, [weight])
+
+
+class FixedSubset(nn.Module):
+    """Hold the entries of ``x`` where ``mask`` is true at ``known`` values (inpainting / imputation).
+
+    The wrapped denoiser returns ``known`` on the mask, so in σ-form the masked entries of the sampler state
+    are always ``known + σ n`` (the correctly noised values) and end exactly at ``known``. With
+    ``renoise=True`` the inner denoiser additionally sees freshly noised known entries ``known + σ z`` at every
+    call (the replacement method of Song et al. 2021, Sec. 5/App. I). Use with a space whose projection does not
+    move known entries (e.g. Euclidean), or fix whole graphs.
+
+    Shapes
+    ------
+    known, mask: broadcastable to x ``[N, ...]``.
+    """
+
+    def __init__(
+        self, denoiser: Callable, known: Tensor, mask: Tensor, *, renoise: bool = False,
+        space: Optional[Space] = None, generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got dtype {mask.dtype}")
+        self.denoiser, self.known, self.mask = denoiser, known, mask
+        self.renoise, self.space, self.generator = renoise, space, generator
+
+    def forward(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
+        sigma = as_row_sigma(sigma, x)
+        try:
+            known = torch.broadcast_to(self.known, x.shape)
+        except RuntimeError:
+            raise ShapeError(f"known {list(self.known.shape)} does not broadcast to x {list(x.shape)}") from None
+        if self.renoise:
+            noise = self.space.randn_like(x, self.generator) if self.space is not None else torch.randn(
+                x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+            x = torch.where(self.mask, known + append_dims(sigma, x.ndim) * noise, x)
+        return torch.where(self.mask, known, self.denoiser(x, sigma, **cond))
