@@ -142,9 +142,9 @@ class Trainer:
             raise RunDirError(f"{self.run_dir} already holds checkpoints; pass resume=True (--resume) or another --out")
         self._epoch_data_state = self.data_gen.get_state()
         self._iter: Iterator[Any] | None = None
-        latest = self.ckpts.latest() if self.resume else None
-        if latest is not None:
-            self._load(latest)
+        self.resumed_from = self.ckpts.latest() if self.resume else None
+        if self.resumed_from is not None:
+            self._load(self.resumed_from)
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {"data": self.data_gen, "noise": self.noise_gen}
@@ -238,8 +238,8 @@ class Trainer:
         with self._autocast():
             loss, metrics = self.task.loss(self.ddp_model, batch, self.noise_gen)
         value = float(loss.detach().float().item())
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"loss is {value} at step {self.step} (epoch {self.epoch})")
+        if D.any_flag(not math.isfinite(value), self.env.device):  # every rank raises together
+            raise NonFiniteLossError(f"non-finite loss at step {self.step} (epoch {self.epoch}; this rank: {value})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None
@@ -309,7 +309,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         budget = None if t.max_minutes is None else 60.0 * t.max_minutes
         reason, ckpt, window = "completed", None, self._window
-        saved_at = -1
+        saved_at = self.step if self.resumed_from is not None else -1  # nothing new to save yet
         with self._signals():
             try:
                 while self.step < self.max_steps:
