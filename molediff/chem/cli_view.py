@@ -1,0 +1,56 @@
+"""``molediff view``: draw the conformers of an SDF file as a PNG grid.
+
+    molediff view out.sdf -o out.png --per-mol 4 --max-mols 6
+
+Records with the same title in a row are conformers of one molecule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_arguments", "run", "read_conformer_groups"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``molediff view``."""
+    parser.add_argument("sdf", help="SDF file written by `molediff conformers` (or any 3D SDF)")
+    parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    parser.add_argument("--per-mol", type=int, default=4, help="conformers per molecule (default 4)")
+    parser.add_argument("--max-mols", type=int, default=6, help="molecules to draw (default 6)")
+    parser.add_argument("--no-hydrogens", action="store_true", help="hide hydrogens")
+    parser.add_argument("--dpi", type=int, default=150)
+
+
+def read_conformer_groups(path: str, max_mols: int):
+    """Group consecutive SDF records with the same title and atoms into multi-conformer molecules."""
+    from rdkit import Chem, rdBase
+
+    groups: list = []
+    with rdBase.BlockLogs():
+        for mol in Chem.ForwardSDMolSupplier(path, removeHs=False, sanitize=False):
+            if mol is None or mol.GetNumConformers() == 0:
+                continue
+            key = (mol.GetProp("_Name") if mol.HasProp("_Name") else "", mol.GetNumAtoms())
+            if groups and groups[-1][0] == key:
+                groups[-1][1].AddConformer(mol.GetConformer(), assignId=True)
+            elif len(groups) < max_mols:
+                groups.append((key, Chem.Mol(mol)))
+            else:
+                break
+    return [m for _, m in groups]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``molediff view``; returns the exit status."""
+    from molediff.chem.render import draw_grid
+
+    try:
+        mols = read_conformer_groups(args.sdf, args.max_mols)
+        n = draw_grid(mols, args.output, per_mol=args.per_mol, hydrogens=not args.no_hydrogens, dpi=args.dpi)
+    except (OSError, ValueError) as err:
+        print(f"molediff view: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({n} conformers of {len(mols)} molecules)", file=sys.stderr)
+    return 0
