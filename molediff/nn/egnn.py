@@ -26,6 +26,8 @@ class EGNNLayer(nn.Module):
         Width of the node features ``h``.
     edge_dim : int
         Width of the edge features ``e_ij``.
+    update_features : bool
+        Update ``h`` (False for the last layer, whose features would be unused).
 
     Shapes
     ------
@@ -33,12 +35,12 @@ class EGNNLayer(nn.Module):
     ``inv_deg: [N, 1]`` -> ``(h: [N, hidden], dx: [N, 3])``.
     """
 
-    def __init__(self, hidden: int, edge_dim: int) -> None:
+    def __init__(self, hidden: int, edge_dim: int, update_features: bool = True) -> None:
         super().__init__()
         self.phi_e = MLP([2 * hidden + 1 + edge_dim, hidden, hidden], last_activation=True)
         self.phi_x = MLP([hidden, hidden, 1])
-        self.phi_h = MLP([2 * hidden, hidden, hidden])
-        self.norm = nn.LayerNorm(hidden)
+        self.phi_h = MLP([2 * hidden, hidden, hidden]) if update_features else None
+        self.norm = nn.LayerNorm(hidden) if update_features else None
 
     def forward(
         self, h: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, weight: Tensor, inv_deg: Tensor
@@ -49,6 +51,8 @@ class EGNNLayer(nn.Module):
         m = self.phi_e(torch.cat([h[dst], h[src], sq, edge_attr], dim=-1)) * weight
         step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * self.phi_x(m) * weight
         dx = torch.zeros_like(x).index_add_(0, dst, step) * inv_deg
+        if self.phi_h is None:
+            return h, dx
         agg = torch.zeros_like(h).index_add_(0, dst, m) * inv_deg
         h = h + self.phi_h(torch.cat([self.norm(h), agg], dim=-1))
         return h, dx
@@ -94,7 +98,7 @@ class EGNN(nn.Module):
         self.node_dim, self.edge_dim, self.hidden = node_dim, edge_dim, hidden
         self.radius, self.knn, self.fully_connected = radius, knn, fully_connected
         self.embed = NodeEmbedding(node_dim, hidden)
-        self.layers = nn.ModuleList(EGNNLayer(hidden, edge_dim + 2) for _ in range(num_layers))
+        self.layers = nn.ModuleList(EGNNLayer(hidden, edge_dim + 2, update_features=k < num_layers - 1) for k in range(num_layers))
 
     def forward(
         self,
