@@ -1,0 +1,101 @@
+"""Readers, writers, conversion and crash-safe checkpointing."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+from molediff.chem.convert import to_ase_atoms, to_pyg_data
+from molediff.chem.errors import EmptyInputError, InvalidMoleculeError
+from molediff.chem.generate import generate_conformers, generate_conformers_batch
+from molediff.chem.io_read import read_csv, read_inputs, read_sdf, read_smi
+from molediff.chem.io_write import CheckpointedWriter, format_result, iter_records
+
+
+def test_smi_ids_header_comments_and_blank_lines():
+    recs = list(read_smi(io.StringIO("smiles name\nCCO ethanol\n# comment\n\nc1ccccc1 benzene ring\nCC\n")))
+    assert [r.id for r in recs] == ["ethanol", "line 4", "benzene ring", "line 6"]
+    assert [r.line for r in recs] == [2, 4, 5, 6]
+    assert isinstance(recs[1].error, EmptyInputError)
+
+
+def test_csv_autodetects_columns_case_insensitively():
+    recs = list(read_csv(io.StringIO("Name,Canonical_SMILES,MW\naspirin,CC(=O)Oc1ccccc1C(=O)O,180\n")))
+    assert recs[0].id == "aspirin" and recs[0].source.startswith("CC(=O)O")
+    with pytest.raises(ValueError, match="--smiles-column"):
+        list(read_csv(io.StringIO("a,b\n1,2\n")))
+    recs = list(read_csv(io.StringIO("a,b\nx,CCO\n"), smiles_column="B", id_column="A"))
+    assert recs[0].id == "x" and recs[0].source == "CCO"
+
+
+def test_sdf_titles_and_unreadable_block(tmp_path):
+    good = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO"))
+    good = "ethanol" + good[good.index("\n"):]
+    bad = "broken\n  junk\n\n  2  1  0  0  0  0  0  0  0  0999 V2000\nnot an atom line\n"
+    text = good + "$$$$\n" + bad + "$$$$\n" + good.replace("ethanol", "") + "$$$$\n"
+    recs = list(read_sdf(io.StringIO(text)))
+    assert [r.id for r in recs][:2] == ["ethanol", "broken"]
+    assert recs[2].id.startswith("line ")
+    assert isinstance(recs[1].error, InvalidMoleculeError) and recs[0].error is None
+
+
+def test_empty_file_raises(tmp_path):
+    path = tmp_path / "empty.smi"
+    path.write_text("")
+    with pytest.raises(EmptyInputError):
+        list(read_inputs(path))
+
+
+def test_sdf_output_roundtrip_carries_props(fake_model):
+    res = list(generate_conformers_batch(["C[C@H](N)C(=O)O"], 3, 0, model=fake_model))
+    text = format_result(res[0])
+    mols = [m for m in Chem.ForwardSDMolSupplier(io.BytesIO(text.encode()), removeHs=False)]
+    assert len(mols) == 3 and all(m is not None for m in mols)
+    assert mols[1].GetProp("molediff_conf_index") == "1" and mols[0].GetProp("molediff_model") == "fake-qm9"
+    assert Chem.MolToSmiles(Chem.RemoveHs(mols[0])) == "C[C@H](N)C(=O)O"  # stereo from 3D survives
+    assert "nan" not in text.lower()
+
+
+def test_xyz_output_is_extended_xyz(tmp_path, fake_model):
+    import ase.io
+
+    res = list(generate_conformers_batch(["CCO"], 2, 0, model=fake_model))
+    path = tmp_path / "o.xyz"
+    path.write_text(format_result(res[0], "xyz"))
+    frames = ase.io.read(path, index=":")
+    assert len(frames) == 2 and frames[0].get_chemical_formula() == "C2H6O"
+    assert frames[0].info["molediff_model"] == "fake-qm9"
+
+
+def test_convert_ase_and_pyg(fake_model):
+    mol = generate_conformers("CC=O", 1, 0, model=fake_model)
+    atoms = to_ase_atoms(mol)
+    np.testing.assert_allclose(atoms.get_positions(), mol.GetConformer().GetPositions())
+    data = to_pyg_data(mol)
+    assert data.pos.shape == (7, 3) and data.edge_index.shape == (2, 12) and data.z[0] == 6
+    assert data.edge_attr.max() == 2.0
+
+
+def test_writer_resume_truncates_partial_chunk_and_refuses_other_options(tmp_path, fake_model):
+    res = list(generate_conformers_batch(["CCO", "C1CC", "CCN", "CCC"], 2, 0, model=fake_model))
+    out = str(tmp_path / "o.sdf")
+    w = CheckpointedWriter(out, "sdf", options={"n": 2})
+    w.commit(res[:2])
+    with open(out, "a") as f:  # a crash in the middle of the next chunk
+        f.write(format_result(res[2])[:100])
+    with pytest.raises(ValueError, match="different options"):
+        CheckpointedWriter(out, "sdf", resume=True, options={"n": 3})
+    w = CheckpointedWriter(out, "sdf", resume=True, options={"n": 2})
+    assert w.done(1) and not w.done(2)
+    w.commit(res[2:])
+    rows = w.close()
+    assert [r["input_index"] for r in rows] == [1]
+    assert [i for i, _ in iter_records(out, "sdf")] == [0, 0, 2, 2, 3, 3]
+    assert all(m is not None for m in Chem.SDMolSupplier(out, removeHs=False))
+    assert not (tmp_path / "o.sdf.progress.json").exists()
+    # resume of a finished output (no state): nothing is redone
+    w = CheckpointedWriter(out, "sdf", resume=True, options={"n": 2})
+    assert w.done(0) and w.done(3) and not w.done(1)
+    w.discard_state()
