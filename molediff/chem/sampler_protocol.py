@@ -113,7 +113,7 @@ class EtkdgSampler:
             work.RemoveAllConformers()
             params = rdDistGeom.ETKDGv3()
             params.randomSeed = int(rng.integers(0, 2**31 - 1))
-            params.maxIterations = self.max_attempts_factor * max(num_confs, 1)
+            params.maxIterations = self.max_attempts_factor * work.GetNumAtoms()
             params.enforceChirality = True
             params.numThreads = 1
             ids = list(rdDistGeom.EmbedMultipleConfs(work, num_confs, params))

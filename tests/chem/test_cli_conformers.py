@@ -1,0 +1,104 @@
+"""`molediff conformers` end to end (ETKDG baseline model), including kill -9 and --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rdkit import Chem
+
+from molediff.chem.io_write import iter_records
+from molediff.cli import main
+
+from conftest import REPO
+
+SMILES = ["CCO", "C[C@H](N)C(=O)O", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "OCC(O)CO", "C/C=C/C(=O)O"]
+
+
+def _write_smi(path, n):
+    path.write_text("".join(f"{SMILES[k % len(SMILES)]} mol{k}\n" for k in range(n)))
+
+
+def test_stdout_sdf_from_positional_smiles(capsys):
+    assert main(["conformers", "CCO", "CCN", "-n", "2", "--seed", "1", "--model", "etkdg", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("$$$$") == 4 and out.startswith("input 1")
+
+
+def test_csv_ids_titles_and_failure_report_json(tmp_path):
+    inp, out, rep = tmp_path / "in.csv", tmp_path / "out.sdf", tmp_path / "fail.json"
+    inp.write_text("ID,SMILES\na1,CCO\na2,C1CC\na3,[Na+].[Cl-]\n")
+    rc = main(["conformers", "-i", str(inp), "-o", str(out), "-n", "2", "--model", "etkdg", "--seed", "0",
+               "--failures", str(rep), "-q"])
+    assert rc == 1  # a failure without --keep-going
+    titles = [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert titles == ["a1", "a1", "a3", "a3"]
+    rows = json.loads(rep.read_text())
+    assert rows == [{"input_index": 1, "input_line": 3, "id": "a2", "smiles": "C1CC",
+                     "error": "InvalidSmilesError", "reason": "unparsable SMILES 'C1CC' (syntax error)"}]
+
+
+def test_keep_going_and_fragments_fail(tmp_path):
+    inp, out = tmp_path / "in.smi", tmp_path / "out.xyz"
+    inp.write_text("C[NH3+].[Cl-] salt\nCCO ok\n")
+    base = ["conformers", "-i", str(inp), "-o", str(out), "-n", "1", "--model", "etkdg", "-q"]
+    assert main(base + ["--fragments", "fail"]) == 1
+    assert main(base + ["--fragments", "fail", "--keep-going"]) == 0
+    assert main(base) == 0
+
+
+def test_usage_errors(tmp_path, capsys):
+    assert main(["conformers", "--model", "etkdg"]) == 2
+    assert main(["conformers", "-i", str(tmp_path / "missing.smi"), "--model", "etkdg"]) == 2
+    assert main(["conformers", "CCO", "-o", str(tmp_path / "x.pdf"), "--model", "etkdg"]) == 2
+    assert main(["conformers", "CCO", "--relax", "xtb", "--model", "etkdg"]) == (0 if _has_tblite() else 2)
+    assert "pip install molediff[xtb]" in capsys.readouterr().err or _has_tblite()
+
+
+def _has_tblite():
+    try:
+        import tblite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_kill_9_then_resume_gives_complete_output_without_duplicates(tmp_path):
+    inp, out = tmp_path / "big.smi", tmp_path / "big.sdf"
+    n = 400
+    _write_smi(inp, n)
+    args = ["-m", "molediff", "conformers", "-i", str(inp), "-o", str(out), "-n", "2", "--seed", "5",
+            "--model", "etkdg", "--batch-size", "4", "-q"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = tmp_path / "big.sdf.progress.json"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if json.loads(state.read_text())["next_index"] >= 40:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    committed = json.loads(state.read_text())
+    assert 0 < committed["next_index"] < n
+    # everything committed is intact and parseable
+    done = [i for i, _ in iter_records(out, "sdf")]
+    assert len(done) >= 2 * committed["next_index"]
+    with open(out, "rb") as f:
+        prefix = f.read(committed["output_bytes"])
+    assert all(m is not None for m in Chem.ForwardSDMolSupplier(__import__("io").BytesIO(prefix), removeHs=False))
+    # finish the job
+    res = subprocess.run([sys.executable, *args, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    indices = [i for i, _ in iter_records(out, "sdf")]
+    assert indices == sorted(indices) and indices == [k for k in range(n) for _ in range(2)]
+    titles = [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert titles[::2] == [f"mol{k}" for k in range(n)]
+    assert not state.exists()
