@@ -108,7 +108,8 @@ class FixedSubset(nn.Module):
     The wrapped denoiser returns ``known`` on the mask, so in σ-form the masked entries of the sampler state
     are always ``known + σ n`` (the correctly noised values) and end exactly at ``known``. With
     ``renoise=True`` the inner denoiser additionally sees freshly noised known entries ``known + σ z`` at every
-    call (the replacement method of Song et al. 2021, Sec. 5/App. I). Use with a space whose projection does not
+    call (the replacement method of Song et al. 2021, Sec. 5/App. I). Replacement only approximates the exact
+    conditional (the free entries cannot correct early mode choices). Use with a space whose projection does not
     move known entries (e.g. Euclidean), or fix whole graphs.
 
     Shapes
