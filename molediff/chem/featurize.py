@@ -4,7 +4,7 @@ A molecule *with explicit hydrogens* becomes a :class:`MolGraph`: atomic numbers
 one-hot / flag features, and the GeoDiff-style *extended* graph (bonds plus 2-hop and 3-hop
 pairs by shortest topological path, both directions, no self loops) with per-edge features.
 
-Node features (``NODE_FEATURE_DIM`` = 30 for the default element set), in this order:
+Node features (``NODE_FEATURE_DIM`` = 29 for the default element set), in this order:
 
 ===========  =====  =========================================================================
 block        width  meaning
@@ -18,16 +18,19 @@ ring_size    6      atom is in a ring of size 3, 4, 5, 6, 7, 8 (SSSR rings)
 degree       5      total degree (heavy + H neighbours) one-hot 0..4 (4 means >= 4)
 stereo       1      atom carries a tetrahedral stereo tag (chiral centre with defined configuration)
 cip          3      CIP label R, S, none
-cip_rank     1      canonical CIP rank of the atom scaled to [0, 1]
 ===========  =====  =========================================================================
+
+Every node and edge feature is 0/1, so the features can be stored as ``uint8`` (as
+:class:`molediff.data.packed.PackedGraphs` does) without loss.
 
 Chirality choice: RDKit's ``CHI_TETRAHEDRAL_CW/CCW`` tags are defined relative to the order of
 the atom's bonds in the ``Mol``, so the same molecule renumbered gets different tags. Such a
 feature is not a property of the molecule and an SE(3) network cannot interpret it. We
-therefore encode the *CIP label* (R/S, from RDKit's legacy CIP assignment), which is invariant
-to renumbering, together with each atom's CIP rank: R/S plus the priority order of the four
-neighbours (visible to the network through their ``cip_rank``) fully determines the handedness
-the generated geometry must have.
+therefore encode a "has defined tetrahedral stereo" flag plus the *CIP label* (R/S, RDKit's
+legacy CIP assignment), which is invariant to renumbering and determines the handedness
+the generated geometry must have up to the neighbours' priority order, which the network can
+infer from their elements and environment; stereo of the generated conformer is in any case
+checked against the input afterwards (:mod:`molediff.chem.validity`).
 
 Edge features (``EDGE_FEATURE_DIM`` = 10): bond type one-hot (single, double, triple, aromatic;
 all zero for non-bonded pairs), 2-hop flag, 3-hop flag, double-bond stereo one-hot (E, Z, none;
@@ -46,6 +49,8 @@ import numpy as np
 import torch
 from rdkit import Chem
 
+from molediff.chem.errors import FeaturizationError, UnsupportedElementError
+
 __all__ = [
     "ELEMENTS",
     "FEATURIZER_VERSION",
@@ -62,7 +67,7 @@ __all__ = [
     "node_feature_dim",
 ]
 
-FEATURIZER_VERSION = "feat-v1"
+FEATURIZER_VERSION = "feat-v2"
 ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
 
 _CHARGES = (-1, 0, 1)
@@ -73,7 +78,7 @@ _HYBRID = {
 }
 _RING_SIZES = (3, 4, 5, 6, 7, 8)
 _MAX_DEGREE = 4
-_N_OTHER = len(_CHARGES) + 1 + 4 + 1 + len(_RING_SIZES) + (_MAX_DEGREE + 1) + 1 + 3 + 1
+_N_OTHER = len(_CHARGES) + 1 + 4 + 1 + len(_RING_SIZES) + (_MAX_DEGREE + 1) + 1 + 3
 
 _BOND_TYPES = {
     Chem.BondType.SINGLE: 0,
@@ -91,22 +96,6 @@ def node_feature_dim(elements: Sequence[str] = ELEMENTS) -> int:
 
 
 NODE_FEATURE_DIM = node_feature_dim(ELEMENTS)
-
-
-class FeaturizationError(ValueError):
-    """A molecule cannot be featurised."""
-
-
-class UnsupportedElementError(FeaturizationError):
-    """An atom's element is outside the featuriser's (and hence the model's) vocabulary."""
-
-    def __init__(self, element: str, atom_index: int, supported: Sequence[str], name: str = ""):
-        self.element, self.atom_index, self.supported = element, atom_index, tuple(supported)
-        where = f" in molecule {name!r}" if name else ""
-        super().__init__(
-            f"element {element!r} at atom {atom_index}{where} is not supported; "
-            f"this featuriser / model knows only {', '.join(self.supported)}"
-        )
 
 
 class ImplicitHydrogenError(FeaturizationError):
@@ -221,7 +210,7 @@ def featurize(mol: Chem.Mol, elements: Sequence[str] = ELEMENTS) -> MolGraph:
     name = _mol_name(mol)
     n = mol.GetNumAtoms()
     if n == 0:
-        raise FeaturizationError(f"molecule {name!r} has no atoms")
+        raise FeaturizationError("molecule has no atoms", item=name)
     elem_index = {e: i for i, e in enumerate(elements)}
     ne = len(elements)
     m = _ensure_stereo(mol)
@@ -236,15 +225,12 @@ def featurize(mol: Chem.Mol, elements: Sequence[str] = ELEMENTS) -> MolGraph:
     o_deg = o_rsize + len(_RING_SIZES)
     o_stereo = o_deg + _MAX_DEGREE + 1
     o_cip = o_stereo + 1
-    o_rank = o_cip + 3
-    ranks = np.zeros(n, dtype=np.float32)
     for atom in m.GetAtoms():
         i = atom.GetIdx()
         if atom.GetNumImplicitHs() or atom.GetNumExplicitHs():
             raise ImplicitHydrogenError(
-                f"atom {i} ({atom.GetSymbol()}) of molecule {name!r} has implicit hydrogens; "
-                "featurize() needs explicit H atoms: call Chem.AddHs(mol) first"
-            )
+                f"atom {i} ({atom.GetSymbol()}) has implicit hydrogens; featurize() needs "
+                "explicit H atoms: call Chem.AddHs(mol) first", item=name)
         sym = atom.GetSymbol()
         k = elem_index.get(sym)
         if k is None:
@@ -254,7 +240,7 @@ def featurize(mol: Chem.Mol, elements: Sequence[str] = ELEMENTS) -> MolGraph:
         charge = atom.GetFormalCharge()
         if charge not in _CHARGES:
             raise FeaturizationError(
-                f"atom {i} of molecule {name!r} has formal charge {charge:+d}; supported: -1, 0, +1")
+                f"atom {i} has formal charge {charge:+d}; supported: -1, 0, +1", item=name)
         x[i, o_charge + charge + 1] = 1.0
         x[i, o_arom] = atom.GetIsAromatic()
         x[i, o_hyb + _HYBRID.get(atom.GetHybridization(), 3)] = 1.0
@@ -264,9 +250,6 @@ def featurize(mol: Chem.Mol, elements: Sequence[str] = ELEMENTS) -> MolGraph:
             x[i, o_stereo] = 1.0
         cip = atom.GetProp("_CIPCode") if atom.HasProp("_CIPCode") else ""
         x[i, o_cip + {"R": 0, "S": 1}.get(cip, 2)] = 1.0
-        if atom.HasProp("_CIPRank"):
-            ranks[i] = float(atom.GetUnsignedProp("_CIPRank"))
-    x[:, o_rank] = ranks / max(n - 1, 1)
 
     ring_info = m.GetRingInfo()
     for ring in ring_info.AtomRings():
@@ -293,8 +276,7 @@ def featurize(mol: Chem.Mol, elements: Sequence[str] = ELEMENTS) -> MolGraph:
             bt = _BOND_TYPES.get(bond.GetBondType())
             if bt is None:
                 raise FeaturizationError(
-                    f"bond {bond.GetIdx()} of molecule {name!r} has unsupported type "
-                    f"{bond.GetBondType()}")
+                    f"bond {bond.GetIdx()} has unsupported type {bond.GetBondType()}", item=name)
             e_attr[rows, bt] = 1.0
             st = bond.GetStereo()
             if st in (Chem.BondStereo.STEREOE, Chem.BondStereo.STEREOTRANS):

@@ -25,7 +25,7 @@ import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,7 +34,8 @@ import torch
 from rdkit import Chem, rdBase
 
 from molediff.chem.bonds import GeometryMismatchError, map_geometry_to_mol
-from molediff.chem.featurize import FEATURIZER_VERSION, FeaturizationError, MolGraph, featurize
+from molediff.chem.featurize import (EDGE_FEATURE_DIM, FEATURIZER_VERSION, NODE_FEATURE_DIM,
+                                     FeaturizationError, MolGraph, featurize)
 from molediff.data.cache import cache_complete, default_cache_dir, load_arrays, save_arrays
 
 __all__ = [
@@ -168,7 +169,7 @@ def process_record(raw: RawQM9) -> dict | tuple[int, str, str]:
         "index": raw.index, "smiles": smiles, "hueckel": hueckel,
         "mol": np.frombuffer(mol.ToBinary(), dtype=np.uint8),
         "z": graph.z.numpy().astype(np.uint8), "pos": pos.astype(np.float32),
-        "node_attr": graph.node_attr.numpy().astype(np.float16),
+        "node_attr": graph.node_attr.numpy().astype(np.uint8),
         "edge_index": graph.edge_index.numpy().astype(np.int16),
         "edge_attr": graph.edge_attr.numpy().astype(np.uint8),
     }
@@ -208,11 +209,9 @@ class QM9Dataset(torch.utils.data.Dataset):
         self.node_ptr = _ptr(a["num_atoms"])
         self.edge_ptr = _ptr(a["num_edges"])
         self.mol_ptr = _ptr(a["mol_nbytes"])
-        self.z = a["z"].long()
-        self.pos = a["pos"].float()
-        self.node_attr = a["node_attr"].float()
-        self.edge_index = a["edge_index"].long()
-        self.edge_attr = a["edge_attr"].float()
+        # Compact storage (uint8 flags, int16 local edge indices); widened per graph on access.
+        self.z, self.pos = a["z"], a["pos"].float()
+        self.node_attr, self.edge_index, self.edge_attr = a["node_attr"], a["edge_index"], a["edge_attr"]
         self._mol_bytes = arrays["mol"]
 
     def __len__(self) -> int:
@@ -222,9 +221,25 @@ class QM9Dataset(torch.utils.data.Dataset):
         """Featurised molecule ``i`` with ``pos`` = DFT geometry."""
         n0, n1 = int(self.node_ptr[i]), int(self.node_ptr[i + 1])
         e0, e1 = int(self.edge_ptr[i]), int(self.edge_ptr[i + 1])
-        return MolGraph(z=self.z[n0:n1], node_attr=self.node_attr[n0:n1],
-                        edge_index=self.edge_index[:, e0:e1], edge_attr=self.edge_attr[e0:e1],
-                        pos=self.pos[n0:n1], smiles=self.smiles[i])
+        return MolGraph(z=self.z[n0:n1].long(), node_attr=self.node_attr[n0:n1].float(),
+                        edge_index=self.edge_index[:, e0:e1].long(),
+                        edge_attr=self.edge_attr[e0:e1].float(), pos=self.pos[n0:n1],
+                        smiles=self.smiles[i])
+
+    def to_packed(self):
+        """All graphs as a :class:`molediff.data.packed.PackedGraphs` (vectorised batching).
+
+        ``index`` holds the QM9 molecule Index; metadata records split and cache version.
+        """
+        from molediff.data.packed import PackedGraphs
+
+        return PackedGraphs(
+            pos=self.pos, node_attr=self.node_attr.to(torch.uint8),
+            edge_index=self.edge_index.to(torch.int32), edge_attr=self.edge_attr.to(torch.uint8),
+            node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, index=self.indices.clone(),
+            metadata={"dataset": "qm9", "split": self.split, "version": self.meta["version"],
+                      "node_feature_dim": int(self.node_attr.shape[1]),
+                      "edge_feature_dim": int(self.edge_attr.shape[1])})
 
     def __getitem__(self, i: int) -> QM9Record:
         if i < 0:
@@ -257,13 +272,20 @@ def _pack(items: Sequence[dict], split: str, report: DropReport, seconds: float)
         "num_edges": np.array([it["edge_index"].shape[1] for it in items], dtype=np.int64),
         "mol_nbytes": np.array([len(it["mol"]) for it in items], dtype=np.int64),
         "mol": cat("mol", dtype=np.uint8), "z": cat("z", dtype=np.uint8),
-        "pos": cat("pos", empty=(0, 3)), "node_attr": cat("node_attr", empty=(0, 30)),
+        "pos": cat("pos", empty=(0, 3)), "node_attr": cat("node_attr", empty=(0, NODE_FEATURE_DIM), dtype=np.uint8),
         "edge_index": cat("edge_index", axis=1, empty=(2, 0), dtype=np.int16),
-        "edge_attr": cat("edge_attr", empty=(0, 10), dtype=np.uint8),
+        "edge_attr": cat("edge_attr", empty=(0, EDGE_FEATURE_DIM), dtype=np.uint8),
     }
     meta = {"split": split, "version": QM9_CACHE_VERSION, "smiles": [it["smiles"] for it in items],
             "drop_report": report.to_json(), "processing_seconds": seconds}
     return arrays, meta
+
+
+def _context():
+    """``fork`` where available (works from notebooks / stdin scripts; workers only run RDKit
+    and numpy), else ``spawn``."""
+    methods = get_all_start_methods()
+    return get_context("fork" if "fork" in methods else "spawn")
 
 
 def _stem(cache_dir: Path, split: str, limit: int | None) -> Path:
@@ -287,7 +309,7 @@ def prepare_qm9(splits: Sequence[str] = SPLITS, *, limit: int | None = None,
         raws = (r for s in splits for r in iter_qm9_raw(s, limit))
     items: dict[str, list[dict]] = {s: [] for s in splits}
     reports = {s: DropReport() for s in splits}
-    pool = get_context("spawn").Pool(num_workers) if num_workers > 1 else None
+    pool = _context().Pool(num_workers) if num_workers > 1 else None
     try:
         results = pool.imap(process_record, raws, chunksize=64) if pool else map(process_record, raws)
         for k, res in enumerate(results, 1):
