@@ -110,3 +110,18 @@ def test_errors_are_input_errors(fake_model):
     results = list(generate_conformers_batch(["xyz", ""], 1, 0, model=fake_model))
     assert all(isinstance(r.error, MolediffInputError) for r in results)
     assert results[0].error.item == "input 1"
+
+
+def test_shipped_model_if_present():
+    import glob
+    import os
+
+    import molediff
+
+    weights = glob.glob(os.path.join(os.path.dirname(molediff.__file__), "weights", "*.safetensors"))
+    if not weights:
+        pytest.skip("no shipped weights in molediff/weights")
+    pytest.importorskip("molediff.chem.model")
+    mol = generate_conformers("C[C@H](N)C(=O)O", 4, seed=0)
+    assert mol.GetNumConformers() >= 1
+    assert all(c.GetProp("molediff_stereo_ok") == "1" for c in mol.GetConformers())
