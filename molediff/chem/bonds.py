@@ -26,6 +26,7 @@ __all__ = [
     "covalent_radii",
     "check_bond_lengths",
     "map_geometry_to_mol",
+    "graph_template",
     "MAX_BOND_FACTOR",
 ]
 
@@ -119,7 +120,7 @@ def mol_from_xyz(symbols: Sequence[str], pos: np.ndarray, *, charge: int = 0,
     return mol
 
 
-def _graph_template(mol: Chem.Mol) -> Chem.Mol:
+def graph_template(mol: Chem.Mol) -> Chem.Mol:
     """Copy of ``mol`` reduced to elements + topology (all bonds single, no charges)."""
     rw = Chem.RWMol(mol)
     rw.RemoveAllConformers()
@@ -204,7 +205,7 @@ def map_geometry_to_mol(mol: Chem.Mol, symbols: Sequence[str], pos: np.ndarray,
     mol_syms = [a.GetSymbol() for a in mol.GetAtoms()]
     if sorted(mol_syms) != sorted(symbols):
         raise GeometryMismatchError("composition", f"{tag}: element composition differs")
-    template = _graph_template(mol)
+    template = graph_template(mol)
     charge = Chem.GetFormalCharge(mol)
     match, used_hueckel = None, False
     for hueckel in (False, True):

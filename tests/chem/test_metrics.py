@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem
+from scipy.spatial.transform import Rotation
+
+from molediff.chem.metrics import (
+    best_rmsd, conformer_metrics, coverage_matching, min_rmsd_to_reference, rmsd_matrix)
+
+
+def embedded(smiles, n=1, seed=7):
+    m = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    AllChem.EmbedMultipleConfs(m, n, randomSeed=seed)
+    return m
+
+
+def with_positions(mol, pos):
+    m = Chem.Mol(mol)
+    m.RemoveAllConformers()
+    conf = Chem.Conformer(m.GetNumAtoms())
+    for i, p in enumerate(pos):
+        conf.SetAtomPosition(i, p.tolist())
+    m.AddConformer(conf, assignId=True)
+    return m
+
+
+def test_identity_and_rigid_motion():
+    ref = embedded("CC(=O)Nc1ccccc1O")
+    assert best_rmsd(ref, ref) < 1e-6
+    pos = ref.GetConformer().GetPositions()
+    moved = pos @ Rotation.random(random_state=0).as_matrix().T + np.array([3.0, -2.0, 7.0])
+    assert best_rmsd(with_positions(ref, moved), ref) < 1e-5
+    # Inputs are not modified by the alignment.
+    assert np.allclose(with_positions(ref, moved).GetConformer().GetPositions(), moved)
+
+
+def test_symmetric_permutation_is_zero():
+    ref = embedded("CC(C)(C)O")  # tert-butanol: three equivalent methyls
+    pos = ref.GetConformer().GetPositions().copy()
+    pos[[0, 2]] = pos[[2, 0]]  # swap two methyl carbons (heavy-atom graph automorphism)
+    probe = with_positions(ref, pos)
+    assert best_rmsd(probe, ref) < 1e-6
+    naive = np.sqrt(np.mean(np.sum((pos[:5] - ref.GetConformer().GetPositions()[:5]) ** 2, 1)))
+    assert naive > 0.5
+
+
+def test_carboxylate_oxygens_are_symmetric():
+    ref = embedded("CC(=O)[O-]")
+    pos = ref.GetConformer().GetPositions().copy()
+    pos[[2, 3]] = pos[[3, 2]]
+    assert best_rmsd(with_positions(ref, pos), ref) < 1e-6
+
+
+def test_known_perturbation():
+    ref = embedded("C#CC#N")  # linear, no symmetry among heavy atoms
+    pos = ref.GetConformer().GetPositions().copy()
+    heavy = [a.GetIdx() for a in ref.GetAtoms() if a.GetAtomicNum() > 1]
+    pos[heavy[0]] += [0.0, 0.0, 0.0]
+    rng = np.random.default_rng(0)
+    delta = rng.normal(size=(len(heavy), 3))
+    delta -= delta.mean(0)
+    pert = pos.copy()
+    pert[heavy] += 0.05 * delta
+    got = best_rmsd(with_positions(ref, pert), ref)
+    upper = np.sqrt(np.mean(np.sum((0.05 * delta) ** 2, 1)))  # alignment can only lower it
+    assert 0.3 * upper < got <= upper + 1e-9
+
+
+def test_matrix_and_min():
+    ref = embedded("CCCCO", n=1, seed=1)
+    gen = embedded("CCCCO", n=4, seed=2)
+    d = rmsd_matrix(gen, ref)
+    assert d.shape == (4, 1) and (d >= 0).all()
+    best, all_ = min_rmsd_to_reference(gen, ref)
+    assert np.isclose(best, d.min()) and np.allclose(all_, d[:, 0])
+    assert min_rmsd_to_reference(Chem.AddHs(Chem.MolFromSmiles("CCCCO")), ref)[0] == np.inf
+    with pytest.raises(ValueError, match="same molecular graph"):
+        rmsd_matrix(embedded("CCOCC"), ref)
+
+
+def test_aggregates():
+    m = conformer_metrics([np.array([0.05, 0.3]), np.array([0.4, 0.2]), np.array([])])
+    assert m["num_molecules"] == 3 and m["failed_molecules"] == 1
+    assert np.isclose(m["mean_min_rmsd"], 0.125) and np.isclose(m["mean_rmsd"], 0.2375)
+    assert np.isclose(m["coverage@0.1"], 1 / 3) and np.isclose(m["coverage@0.25"], 2 / 3)
+    d = np.array([[0.1, 0.9], [0.3, 2.0], [1.5, 1.6]])  # 3 generated x 2 references
+    out = coverage_matching([d], thresholds=[0.5, 1.0])
+    assert np.allclose(out["cov_r_mean"], [0.5, 1.0]) and np.allclose(out["cov_p_mean"], [2 / 3, 2 / 3])
+    assert np.isclose(out["amr_r_mean"], (0.1 + 0.9) / 2)
+    assert np.isclose(out["amr_p_mean"], (0.1 + 0.3 + 1.5) / 3)
