@@ -1,0 +1,208 @@
+"""PoseBusters-style physical validity checks for generated conformers.
+
+For one molecular graph, :class:`ValidityChecker` precomputes everything that does not depend
+on coordinates (RDKit distance-geometry bounds matrix, bonded / 1-3 / non-bonded pairs, planar
+groups, the reference stereo) and then checks any number of conformers with vectorised numpy.
+Checks (after Buttenschoen et al. 2024, PoseBusters, "intramolecular validity"):
+
+* ``finite``: all coordinates are finite.
+* ``bond_lengths``: every bond within [(1 - tol) * lower, (1 + tol) * upper] of the bounds
+  matrix (``rdDistGeom.GetMoleculeBoundsMatrix``), tol = 0.25 by default.
+* ``bond_angles``: the same for 1-3 distances (angles).
+* ``no_clash``: pairs four or more bonds apart (beyond 1-4: RDKit's 1-4 lower bounds assume
+  e.g. trans esters, which DFT geometries of QM9 violate) are at least ``clash_factor`` (0.7)
+  × their bounds-matrix lower bound (capped at the sum of van der Waals radii) apart.
+* ``aromatic_planar``: aromatic ring atoms within 0.25 Å of their best-fit plane.
+* ``double_bond_planar``: the two sp2 atoms of each non-ring double bond and their neighbours
+  within 0.25 Å of their best-fit plane.
+* ``stereo``: stereo perceived from 3D (``AssignStereochemistryFrom3D``) reproduces every
+  tetrahedral centre and double bond whose stereo the input specifies (compared as canonical
+  isomeric SMILES after clearing stereo the input leaves unspecified).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom
+
+__all__ = ["ValidityResult", "ValidityChecker", "check_conformer"]
+
+_CHECKS = ("finite", "bond_lengths", "bond_angles", "no_clash", "aromatic_planar",
+           "double_bond_planar", "stereo")
+
+
+@dataclass
+class ValidityResult:
+    """Outcome for one conformer: a boolean per check plus the worst measured values.
+
+    ``bond_ratio_worst`` / ``angle_ratio_worst``: largest relative violation of the bounds
+    (0 when inside; 0.1 means 10 % outside); ``clash_ratio_min``: smallest distance /
+    lower bound over checked non-bonded pairs; ``*_deviation``: largest out-of-plane distance (Å).
+    """
+
+    finite: bool
+    bond_lengths: bool
+    bond_angles: bool
+    no_clash: bool
+    aromatic_planar: bool
+    double_bond_planar: bool
+    stereo: bool
+    bond_ratio_worst: float = 0.0
+    angle_ratio_worst: float = 0.0
+    clash_ratio_min: float = float("inf")
+    aromatic_deviation: float = 0.0
+    double_bond_deviation: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passes."""
+        return all(getattr(self, name) for name in _CHECKS)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the failing checks."""
+        return [name for name in _CHECKS if not getattr(self, name)]
+
+    def as_dict(self) -> dict:
+        return dict(asdict(self), ok=self.ok)
+
+
+def _pairs_violation(d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Relative violation of [lo, hi] per pair. Shapes: d [K, P], lo/hi [P] -> [K, P]."""
+    below = np.clip((lo - d) / lo, 0.0, None)
+    above = np.clip((d - hi) / hi, 0.0, None)
+    return np.maximum(below, above)
+
+
+def _plane_deviation(pos: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Max distance to the best-fit plane over all groups. Shapes: pos [K, N, 3] -> [K]."""
+    worst = np.zeros(pos.shape[0])
+    for idx in groups:
+        pts = pos[:, idx]  # [K, g, 3]
+        centred = pts - pts.mean(1, keepdims=True)
+        # The plane normal is the right singular vector of the smallest singular value.
+        _, _, vt = np.linalg.svd(centred)
+        normal = vt[:, -1]  # [K, 3]
+        dev = np.abs(np.einsum("kgi,ki->kg", centred, normal)).max(1)
+        worst = np.maximum(worst, dev)
+    return worst
+
+
+class ValidityChecker:
+    """Vectorised validity checks for conformers of one molecule.
+
+    Parameters
+    ----------
+    mol : rdkit.Chem.Mol with explicit hydrogens; its stereo tags are the reference.
+    bond_tolerance : relative tolerance on the bounds for bonds and angles (PoseBusters: 0.25)
+    clash_factor : a non-bonded pair clashes below ``clash_factor × lower bound``
+    planarity_tolerance : Å, for aromatic rings and double bonds
+    """
+
+    def __init__(self, mol: Chem.Mol, *, bond_tolerance: float = 0.25, clash_factor: float = 0.7,
+                 planarity_tolerance: float = 0.25):
+        self.mol = Chem.Mol(mol)
+        self.tol, self.clash_factor, self.plane_tol = bond_tolerance, clash_factor, planarity_tolerance
+        n = mol.GetNumAtoms()
+        bounds = rdDistGeom.GetMoleculeBoundsMatrix(self.mol)  # upper above, lower below diagonal
+        topo = Chem.GetDistanceMatrix(self.mol)
+        iu, ju = np.triu_indices(n, 1)
+        lower, upper = bounds[ju, iu], bounds[iu, ju]
+        hop = topo[iu, ju]
+        sel = lambda mask: (iu[mask], ju[mask], lower[mask], upper[mask])  # noqa: E731
+        self.bonds = sel(hop == 1)
+        self.angles = sel(hop == 2)
+        i4, j4, lo4, hi4 = sel(hop >= 4)
+        # Bounds of 1-5+ pairs inside rigid groups encode RDKit's preferred geometry (e.g. trans
+        # esters), not contact distances: cap them at the sum of van der Waals radii.
+        table = Chem.GetPeriodicTable()
+        vdw = np.array([table.GetRvdw(a.GetAtomicNum()) for a in self.mol.GetAtoms()])
+        self.nonbonded = (i4, j4, np.minimum(lo4, vdw[i4] + vdw[j4]), hi4)
+        ri = self.mol.GetRingInfo()
+        self.aromatic_groups = [np.array(r) for r in ri.AtomRings()
+                                if all(self.mol.GetAtomWithIdx(a).GetIsAromatic() for a in r)]
+        self.double_groups = []
+        for b in self.mol.GetBonds():
+            if b.GetBondType() == Chem.BondType.DOUBLE and not b.IsInRing():
+                a1, a2 = b.GetBeginAtom(), b.GetEndAtom()
+                idx = {a1.GetIdx(), a2.GetIdx()} | {x.GetIdx() for x in a1.GetNeighbors()} \
+                    | {x.GetIdx() for x in a2.GetNeighbors()}
+                if len(idx) > 3:
+                    self.double_groups.append(np.array(sorted(idx)))
+        self._has_stereo = any(
+            a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in self.mol.GetAtoms()) or any(
+            b.GetStereo() not in (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
+            for b in self.mol.GetBonds())
+        self._ref_smiles = Chem.MolToSmiles(Chem.RemoveHs(self.mol)) if self._has_stereo else ""
+
+    def _stereo_ok(self, pos: np.ndarray) -> bool:
+        if not self._has_stereo:
+            return True
+        probe = Chem.Mol(self.mol)
+        probe.RemoveAllConformers()
+        conf = Chem.Conformer(probe.GetNumAtoms())
+        for i, p in enumerate(pos):
+            conf.SetAtomPosition(i, p.tolist())
+        probe.AddConformer(conf, assignId=True)
+        Chem.AssignStereochemistryFrom3D(probe)
+        for ref_atom, atom in zip(self.mol.GetAtoms(), probe.GetAtoms()):
+            if ref_atom.GetChiralTag() == Chem.ChiralType.CHI_UNSPECIFIED:
+                atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
+        for ref_bond, bond in zip(self.mol.GetBonds(), probe.GetBonds()):
+            if ref_bond.GetStereo() in (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY):
+                bond.SetStereo(Chem.BondStereo.STEREONONE)
+        return Chem.MolToSmiles(Chem.RemoveHs(probe)) == self._ref_smiles
+
+    def check_many(self, pos: np.ndarray) -> list[ValidityResult]:
+        """Check K conformers. Shapes: pos [K, N, 3] (or [N, 3]) -> K results."""
+        pos = np.asarray(pos, dtype=np.float64)
+        if pos.ndim == 2:
+            pos = pos[None]
+        n = self.mol.GetNumAtoms()
+        if pos.shape[1:] != (n, 3):
+            raise ValueError(f"positions of shape {pos.shape[1:]} for a molecule with {n} atoms")
+        finite = np.isfinite(pos).all(axis=(1, 2))
+        safe = np.where(finite[:, None, None], pos, 0.0)
+
+        def dist(i, j):
+            return np.linalg.norm(safe[:, i] - safe[:, j], axis=-1)  # [K, P]
+
+        def worst(v):
+            return v.max(1) if v.shape[1] else np.zeros(len(pos))
+
+        i, j, lo, hi = self.bonds
+        bond_v = worst(_pairs_violation(dist(i, j), lo * (1 - self.tol), hi * (1 + self.tol)))
+        bond_r = worst(_pairs_violation(dist(i, j), lo, hi))
+        i, j, lo, hi = self.angles
+        ang_v = worst(_pairs_violation(dist(i, j), lo * (1 - self.tol), hi * (1 + self.tol)))
+        ang_r = worst(_pairs_violation(dist(i, j), lo, hi))
+        i, j, lo, _ = self.nonbonded
+        clash = (dist(i, j) / lo).min(1) if i.size else np.full(len(pos), np.inf)
+        arom = _plane_deviation(safe, self.aromatic_groups)
+        dbl = _plane_deviation(safe, self.double_groups)
+        results = []
+        for k in range(len(pos)):
+            f = bool(finite[k])
+            results.append(ValidityResult(
+                finite=f, bond_lengths=f and bool(bond_v[k] == 0),
+                bond_angles=f and bool(ang_v[k] == 0),
+                no_clash=f and bool(clash[k] >= self.clash_factor),
+                aromatic_planar=f and bool(arom[k] <= self.plane_tol),
+                double_bond_planar=f and bool(dbl[k] <= self.plane_tol),
+                stereo=f and self._stereo_ok(pos[k]),
+                bond_ratio_worst=float(bond_r[k]), angle_ratio_worst=float(ang_r[k]),
+                clash_ratio_min=float(clash[k]), aromatic_deviation=float(arom[k]),
+                double_bond_deviation=float(dbl[k])))
+        return results
+
+    def __call__(self, pos: np.ndarray) -> ValidityResult:
+        """Check one conformer. Shapes: pos [N, 3]."""
+        return self.check_many(np.asarray(pos)[None])[0]
+
+
+def check_conformer(mol: Chem.Mol, conf_id: int = -1, **kwargs) -> ValidityResult:
+    """Check conformer ``conf_id`` of ``mol`` against ``mol``'s own graph and stereo."""
+    pos = mol.GetConformer(conf_id).GetPositions()
+    return ValidityChecker(mol, **kwargs)(pos)

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from molediff.chem.validity import ValidityChecker, check_conformer
+
+
+def embedded(smiles, seed=3):
+    m = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert AllChem.EmbedMolecule(m, randomSeed=seed) == 0
+    AllChem.MMFFOptimizeMolecule(m)
+    return m
+
+
+@pytest.mark.parametrize("smiles", ["CC(=O)Nc1ccccc1O", "C/C=C/[C@H](N)C(=O)O", "C1CC2CC1C2"])
+def test_good_conformer_passes(smiles):
+    res = check_conformer(embedded(smiles))
+    assert res.ok, res.failed
+    assert res.bond_ratio_worst < 0.1 and res.clash_ratio_min > 0.7
+
+
+def test_nonfinite():
+    m = embedded("CCO")
+    pos = m.GetConformer().GetPositions()
+    pos[2, 1] = np.nan
+    res = ValidityChecker(m)(pos)
+    assert not res.finite and not res.ok and "finite" in res.failed
+
+
+def test_stretched_bond_and_clash():
+    m = embedded("CCCCCC")
+    checker = ValidityChecker(m)
+    pos = m.GetConformer().GetPositions()
+    stretched = pos.copy()
+    stretched[0] = pos[1] + 1.6 * (pos[0] - pos[1])  # C-C 1.53 -> 2.45 Å
+    res = checker(stretched)
+    assert not res.bond_lengths and res.bond_ratio_worst > 0.3
+    clash = pos.copy()
+    clash[5] = pos[0] + 0.3 * (pos[5] - pos[0]) / np.linalg.norm(pos[5] - pos[0])
+    res = checker(clash)
+    assert not res.no_clash and res.clash_ratio_min < 0.7
+
+
+def test_bent_angle():
+    m = embedded("C#CC")
+    pos = m.GetConformer().GetPositions()
+    bent = pos.copy()
+    # Fold the terminal alkyne carbon back by 90 degrees around atom 1.
+    v = pos[0] - pos[1]
+    perp = np.cross(v, [0.0, 0.0, 1.0])
+    bent[0] = pos[1] + np.linalg.norm(v) * perp / np.linalg.norm(perp)
+    assert not ValidityChecker(m)(bent).bond_angles
+
+
+def test_planarity():
+    m = embedded("c1ccccc1")
+    pos = m.GetConformer().GetPositions()
+    pos[0] += 0.8 * np.cross(pos[1] - pos[0], pos[2] - pos[0]) / np.linalg.norm(
+        np.cross(pos[1] - pos[0], pos[2] - pos[0]))
+    res = ValidityChecker(m, bond_tolerance=10.0)(pos)
+    assert not res.aromatic_planar and res.aromatic_deviation > 0.25
+    e = embedded("CC=CC")
+    p = e.GetConformer().GetPositions()
+    normal = np.cross(p[2] - p[1], p[3] - p[1])
+    p[0] += 1.2 * normal / np.linalg.norm(normal)
+    res = ValidityChecker(e, bond_tolerance=10.0, clash_factor=0.0)(p)
+    assert not res.double_bond_planar and isinstance(res.double_bond_planar, bool)
+
+
+def test_stereo_mirror_image_fails():
+    m = embedded("N[C@@H](C)C(=O)O")
+    checker = ValidityChecker(m)
+    pos = m.GetConformer().GetPositions()
+    assert checker(pos).stereo
+    assert not checker(pos * np.array([-1.0, 1.0, 1.0])).stereo
+    # Unspecified input stereo: either enantiomer is fine.
+    free = Chem.AddHs(Chem.MolFromSmiles("NC(C)C(=O)O"))
+    assert ValidityChecker(free)(pos * np.array([-1.0, 1.0, 1.0])).stereo
+
+
+def test_double_bond_stereo_fails_when_flipped():
+    m = embedded("C/C=C/C")
+    z = embedded("C/C=C\\C")
+    assert ValidityChecker(m)(m.GetConformer().GetPositions()).stereo
+    assert not ValidityChecker(m)(z.GetConformer().GetPositions()).stereo
+
+
+def test_check_many_shapes():
+    m = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMultipleConfs(m, 5, randomSeed=1)
+    pos = np.stack([c.GetPositions() for c in m.GetConformers()])
+    res = ValidityChecker(m).check_many(pos)
+    assert len(res) == 5 and all(r.ok for r in res)
+    assert set(res[0].as_dict()) >= {"ok", "stereo", "clash_ratio_min"}
+    with pytest.raises(ValueError, match="atoms"):
+        ValidityChecker(m).check_many(pos[:, :3])
