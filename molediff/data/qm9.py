@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import time
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
