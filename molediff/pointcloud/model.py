@@ -10,7 +10,7 @@ Classifier-free guidance: label ``num_classes`` is the *null* class (no conditio
 labels to it with some probability; sampling mixes conditional and null predictions.
 
 - :class:`PointCloudEGNN`: permutation- and E(3)-equivariant (rotations, reflections,
-  translations). Its density is rotation-invariant, so generated shapes come in all
+  translations); kNN edges plus a virtual centroid node per cloud for global context. Its density is rotation-invariant, so generated shapes come in all
   orientations even when trained on canonically oriented data; being blind to reflections,
   it produces both handednesses of chiral shapes (e.g. the Möbius strip) equally often.
 - :class:`PointNetDenoiser`: permutation-equivariant only (per-point MLP plus max-pooled
@@ -71,7 +71,13 @@ def _check_label(label: Tensor, batch: Tensor, num_classes: int) -> Tensor:
 
 
 class PointCloudEGNN(nn.Module):
-    """EGNN score network with the class label (one-hot, plus a null class) as node feature.
+    """EGNN score network on kNN graphs with one virtual centroid node per cloud.
+
+    Local kNN messages alone cannot tell a point where it sits in its cloud, which denoising at
+    high noise needs; so every cloud gets a virtual node at its centroid, linked both ways to all
+    of its points (a global, still E(3)-equivariant channel: distances to the centroid and the mean
+    of all messages). Node features are the one-hot class label (with a null class) and a
+    "virtual" flag; the virtual nodes' outputs are dropped.
 
     Parameters
     ----------
@@ -90,12 +96,31 @@ class PointCloudEGNN(nn.Module):
     def __init__(self, num_classes: int, hidden: int = 64, num_layers: int = 4, knn: int = 16) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
-        self.egnn = EGNN(node_dim=self.num_classes + 1, hidden=hidden, num_layers=num_layers, knn=knn)
+        self.egnn = EGNN(node_dim=self.num_classes + 2, hidden=hidden, num_layers=num_layers, knn=knn)
 
     def forward(self, x: Tensor, c_noise: Tensor, *, batch: Tensor, label: Tensor) -> Tensor:
         label = _check_label(label, batch, self.num_classes)
-        onehot = F.one_hot(label[batch], self.num_classes + 1).to(x.dtype)
-        return self.egnn(x, c_noise, node_attr=onehot, batch=batch)
+        n, b = x.shape[0], label.shape[0]
+        c_noise = torch.as_tensor(c_noise, dtype=x.dtype, device=x.device).expand(n)
+        counts = torch.bincount(batch, minlength=b).clamp_min(1).to(x.dtype)
+        centroid = torch.zeros(b, 3, dtype=x.dtype, device=x.device).index_add_(0, batch, x) / counts[:, None]
+        graphs = torch.arange(b, device=x.device)
+        # augmented node order: each cloud's points followed by its virtual node (batch stays sorted)
+        order = torch.argsort(torch.cat([batch, graphs]), stable=True)
+        where = torch.empty_like(order)
+        where[order] = torch.arange(n + b, device=x.device)
+        pos = torch.cat([x, centroid])[order]
+        attr = torch.cat([F.one_hot(label[batch], self.num_classes + 2), F.one_hot(label, self.num_classes + 2)])
+        attr[n:, -1] = 1  # virtual flag
+        # c_noise of a virtual node: that of its cloud's first point (c_noise is per cloud in practice)
+        first = torch.full((b,), n, dtype=torch.long, device=x.device).scatter_reduce(
+            0, batch, torch.arange(n, device=x.device), reduce="amin")
+        noise = torch.cat([c_noise, c_noise[first.clamp_max(max(n - 1, 0))]])[order]
+        real, virtual = where[:n], where[n:]
+        edges = torch.cat([torch.stack([real, virtual[batch]]), torch.stack([virtual[batch], real])], dim=1)
+        out = self.egnn(pos, noise, node_attr=attr[order].to(x.dtype), batch=torch.cat([batch, graphs])[order],
+                        edge_index=edges)
+        return out[real]
 
 
 def _segment_max(h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
