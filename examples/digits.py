@@ -164,10 +164,10 @@ def plot_grids(grids: dict[float, Tensor], per_class: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.3 * len(grids), 3.6), squeeze=False)
     for ax, (w, imgs) in zip(axes[0], grids.items()):
         tiles = imgs[:, 0].reshape(10, per_class, 8, 8)
-        padded = torch.nn.functional.pad(tiles, (1, 1, 1, 1), value=1.0)  # white frame (max value)
+        padded = torch.nn.functional.pad(tiles, (1, 1, 1, 1), value=-1.0)  # background-coloured gap
         mosaic = padded.permute(0, 2, 1, 3).reshape(10 * 10, per_class * 10)
         ax.imshow(mosaic.numpy(), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_title(f"w = {w:g}" + (" (uncond.)" if w == 0 else ""), fontsize=9)
@@ -176,7 +176,7 @@ def plot_grids(grids: dict[float, Tensor], per_class: int, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
 

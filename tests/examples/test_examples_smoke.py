@@ -46,7 +46,10 @@ def test_toy2d_smoke(tmp_path, restore_threads, capsys):
 def test_toy2d_metrics_helpers():
     toy2d = _load("toy2d")
     x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
-    assert abs(toy2d.energy_distance(x, x)) < 1e-9
+    y = torch.randn(300, 2, generator=torch.Generator().manual_seed(1))
+    assert abs(toy2d.energy_distance(x, y)) < 0.02  # same law: 0 up to noise
+    with pytest.raises(ValueError):
+        toy2d.energy_distance(x[:1], y)
     assert toy2d.energy_distance(x, x + 3.0) > 1.0
     # the fitted-Gaussian NLL of 2-D standard normal data is close to log(2π) + 1 ≈ 2.838
     assert abs(toy2d.gaussian_nll(x, x) - math.log(2 * math.pi) - 1.0) < 0.15
@@ -73,3 +76,23 @@ def test_digits_bpd_baseline_and_grid(tmp_path):
     imgs = torch.rand(20, 1, 8, 8) * 2 - 1
     digits.plot_grids({0.0: imgs, 1.0: imgs}, per_class=2, path=tmp_path / "g.png")
     assert (tmp_path / "g.png").exists()
+
+
+def test_digits_train_and_guided_sampling():
+    """Fast path through the digits example: a few training steps, then a guided grid."""
+    import yaml
+
+    digits = _load("digits")
+    from molediff.data.digits import load_digits_split
+
+    cfg = yaml.safe_load(digits.DEFAULT_CONFIG.read_text())
+    cfg["network"].update(base_channels=8, emb_dim=16, num_heads=2)
+    cfg["train"].update(steps=3, warmup=1, batch_size=8)
+    cfg["sample"].update(per_class=1, heun_steps=2)
+    split = load_digits_split()
+    model, loss = digits.train(cfg, split.x_train[:32], split.y_train[:32], torch.device("cpu"), seed=0)
+    assert math.isfinite(loss)
+    assert not any(p.requires_grad for p in model.parameters())
+    imgs, labels = digits.sample_grid(model, cfg, 2.0, torch.device("cpu"), seed=0)
+    assert imgs.shape == (10, 1, 8, 8) and torch.equal(labels, torch.arange(10))
+    assert imgs.min() >= -1 and imgs.max() <= 1
