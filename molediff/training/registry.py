@@ -15,6 +15,7 @@ __all__ = ["TASKS", "TaskResolutionError", "register_task", "resolve_task", "bui
 #: Registered task name -> ``"module:attribute"`` path of a zero-argument factory (often a class).
 TASKS: dict[str, str | Callable[[], Any]] = {
     "toy": "molediff.training.toy_task:ToyTask",
+    "conformer": "molediff.chem.training_task:ConformerTask",
 }
 
 

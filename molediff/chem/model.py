@@ -1,0 +1,270 @@
+"""The conformer model: an EDM-preconditioned equivariant network in the zero-centre-of-mass space.
+
+``ConformerModel`` is both the ``nn.Module`` the trainer optimises (its ``forward`` is the
+denoiser ``D(x, σ, **graph) -> x̂0``) and the :class:`~molediff.chem.sampler_protocol.ConformerSampler`
+the product uses (``sample(mols, num_confs, ...)``). Everything chemical happens in
+:mod:`molediff.chem.featurize`; everything diffusion happens in :mod:`molediff.core`; this file only
+wires the two together, so training on a machine without RDKit (on packed tensors) works too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from molediff.core.denoiser import EDMPrecond
+from molediff.core.samplers import SAMPLERS
+from molediff.core.schedules import karras_sigmas
+from molediff.core.spaces import CenteredSpace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rdkit import Chem
+
+__all__ = [
+    "NETWORKS",
+    "ConformerModelConfig",
+    "ConformerModel",
+    "load_conformer_model",
+    "DEFAULT_MODEL",
+]
+
+#: network name -> "module:class"; all share the molediff network signature (CONTRIBUTING.md).
+NETWORKS: dict[str, str] = {
+    "egnn": "molediff.nn.egnn:EGNN",
+    "tensor_field": "molediff.nn.tensor_field:TensorFieldNetwork",
+    "gfn": "molediff.nn.gfn:GraphFieldNetwork",
+}
+
+#: the model shipped inside the package (``molediff/weights/<name>.safetensors`` + ``.json``).
+DEFAULT_MODEL = "qm9_egnn"
+
+
+@dataclass
+class ConformerModelConfig:
+    """Everything needed to rebuild a conformer model from its weights.
+
+    ``sigma_data`` is the per-coordinate standard deviation of centred training geometries (Å);
+    ``sigma_min``/``sigma_max``/``rho`` define the sampling grid (Karras et al. 2022, eq. 5).
+    """
+
+    network: str = "egnn"
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
+    sigma_data: float = 1.4
+    sigma_min: float = 0.002
+    sigma_max: float = 10.0
+    rho: float = 7.0
+    elements: tuple[str, ...] = ("H", "C", "N", "O", "F")
+    featurizer_version: str = "feat-v2"
+    max_atoms: int = 29
+    default_sampler: str = "heun"
+    default_steps: int = 20
+    name: str = "molediff-conformer"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ConformerModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown conformer-model config keys {sorted(unknown)}; known: {sorted(known)}")
+        data = dict(data)
+        if "elements" in data:
+            data["elements"] = tuple(data["elements"])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["elements"] = list(self.elements)
+        return out
+
+
+def build_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a registered score network by name."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}")
+    module, cls = NETWORKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+class ConformerModel(nn.Module):
+    """Denoiser ``D(x, σ, node_attr, edge_index, edge_attr, batch) -> x̂0`` plus a conformer sampler.
+
+    Shapes
+    ------
+    x: ``[N, 3]`` atom positions of a batch of molecules (Å); sigma: ``[N]`` per atom;
+    node_attr: ``[N, F]``; edge_index: ``[2, E]``; edge_attr: ``[E, F_e]``; batch: ``[N]``.
+    """
+
+    def __init__(self, config: ConformerModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.denoiser = EDMPrecond(build_network(config.network, config.network_kwargs), config.sigma_data)
+
+    # --- the denoiser contract -------------------------------------------------------------
+    def forward(self, x: Tensor, sigma: Tensor, **cond: Tensor) -> Tensor:
+        return self.denoiser(x, sigma, **cond)
+
+    # --- ConformerSampler protocol ---------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.config.elements
+
+    @property
+    def max_atoms(self) -> int:
+        return self.config.max_atoms
+
+    def check_supported(self, mol: "Chem.Mol") -> None:
+        """Raise :class:`~molediff.chem.errors.UnsupportedElementError` for an element not in training."""
+        from molediff.chem.errors import UnsupportedElementError
+
+        for atom in mol.GetAtoms():
+            if atom.GetSymbol() not in self.config.elements:
+                raise UnsupportedElementError(atom.GetSymbol(), atom.GetIdx(), self.config.elements, model=self.name)
+
+    def sigmas(self, steps: int | None = None, device: torch.device | str | None = None) -> Tensor:
+        """The descending σ grid (``steps`` levels then 0) used for sampling."""
+        return karras_sigmas(
+            steps or self.config.default_steps, self.config.sigma_min, self.config.sigma_max, self.config.rho,
+            device=device, dtype=torch.float32,
+        )
+
+    @torch.no_grad()
+    def sample_graphs(
+        self,
+        cond: Mapping[str, Tensor],
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        **sampler_kwargs: Any,
+    ) -> Tensor:
+        """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
+
+        Parameters
+        ----------
+        cond : mapping
+            ``node_attr``, ``edge_index``, ``edge_attr``, ``batch`` of the batch (on the model's device).
+        sampler : str
+            A name in :data:`molediff.core.samplers.SAMPLERS` (default: the model's ``default_sampler``).
+
+        Returns
+        -------
+        Tensor
+            ``[N, 3]`` zero-centre-of-mass positions (Å).
+        """
+        name = sampler or self.config.default_sampler
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+        batch = cond["batch"]
+        device = batch.device
+        space = CenteredSpace(batch)
+        sig = self.sigmas(steps, device=device)
+        x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
+        return SAMPLERS[name](self, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        mols: Sequence["Chem.Mol"],
+        num_confs: int,
+        *,
+        sampler: str = "heun",
+        steps: int | None = None,
+        seed: int | None = None,
+        device: str | torch.device | None = None,
+        max_atoms_per_batch: int = 20000,
+    ) -> list[np.ndarray]:
+        """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
+
+        Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
+        """
+        from molediff.chem.featurize import collate, featurize
+
+        if num_confs < 1:
+            raise ValueError(f"num_confs must be >= 1, got {num_confs}")
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        self.to(device).eval()
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        graphs = [featurize(mol, elements=self.config.elements) for mol in mols]
+        # one graph per (molecule, conformer); chunk by atom count to bound memory
+        jobs = [(m, k) for m in range(len(graphs)) for k in range(num_confs)]
+        out = [np.empty((num_confs, g.z.numel(), 3)) for g in graphs]
+        start = 0
+        while start < len(jobs):
+            stop, atoms = start, 0
+            while stop < len(jobs) and (stop == start or atoms + graphs[jobs[stop][0]].z.numel() <= max_atoms_per_batch):
+                atoms += graphs[jobs[stop][0]].z.numel()
+                stop += 1
+            chunk = jobs[start:stop]
+            b = collate([graphs[m] for m, _ in chunk]).to(device)
+            cond = {"node_attr": b.node_attr, "edge_index": b.edge_index, "edge_attr": b.edge_attr, "batch": b.batch}
+            pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator).double().cpu()
+            sizes = [graphs[m].z.numel() for m, _ in chunk]
+            for (m, k), p in zip(chunk, torch.split(pos, sizes)):
+                out[m][k] = p.numpy()
+            start = stop
+        return out
+
+    # --- persistence (safetensors + JSON, no pickle) ----------------------------------------
+    def save_pretrained(self, stem: str | Path, card: Mapping[str, Any] | None = None) -> Path:
+        """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (config + model card)."""
+        from molediff.training.export import export_model
+
+        stem = Path(stem)
+        return export_model(
+            stem.parent, self.state_dict(), {"task": "conformer", "model": self.config.to_dict()},
+            step=int((card or {}).get("step", 0)), card=card, name=stem.name,
+        )
+
+
+def _resolve_path(name_or_path: str | Path | None) -> Path:
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "model.json"
+    if path.suffix in (".json", ".safetensors") and path.with_suffix(".json").exists():
+        return path.with_suffix(".json")
+    shipped = Path(__file__).resolve().parent.parent / "weights" / f"{name_or_path}.json"
+    if shipped.exists():
+        return shipped
+    raise FileNotFoundError(
+        f"no conformer model {str(name_or_path)!r}: expected a run folder, a model .json/.safetensors pair, "
+        f"or a shipped name in molediff/weights/"
+    )
+
+
+def load_conformer_model(name_or_path: str | Path | None = None, device: str | torch.device | None = None) -> ConformerModel:
+    """Load a trained conformer model without pickle.
+
+    Parameters
+    ----------
+    name_or_path : str or Path, optional
+        ``None`` for the shipped default model, a shipped name (``molediff/weights/<name>.json``),
+        a training run folder, or a ``model.json`` / ``model.safetensors`` path.
+    device : str or torch.device, optional
+        Where to put the weights (default CPU).
+    """
+    from safetensors.torch import load_file
+
+    meta_path = _resolve_path(name_or_path)
+    meta = json.loads(meta_path.read_text())
+    model_cfg = meta.get("config", {}).get("model")
+    if model_cfg is None:
+        raise ValueError(f"{meta_path} is not a conformer model (no config.model section)")
+    model = ConformerModel(ConformerModelConfig.from_dict(model_cfg))
+    state = load_file(str(meta_path.with_suffix(".safetensors")))
+    model.load_state_dict(state)
+    model.card = meta.get("card", {})  # type: ignore[attr-defined]
+    return model.to(device or "cpu").eval()
