@@ -1,0 +1,126 @@
+"""The conformer model: denoiser contract, sampling protocol, persistence, training task."""
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molediff.chem.errors import UnsupportedElementError
+from molediff.chem.featurize import EDGE_FEATURE_DIM, NODE_FEATURE_DIM, featurize
+from molediff.chem.model import ConformerModel, ConformerModelConfig, load_conformer_model
+from molediff.chem.training_task import graph_loss
+from molediff.core.losses import edm_loss
+from molediff.data.packed import PackedGraphs
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**kw) -> ConformerModelConfig:
+    net = dict(node_dim=NODE_FEATURE_DIM, edge_dim=EDGE_FEATURE_DIM, hidden=16, num_layers=2, fully_connected=True)
+    return ConformerModelConfig(network="egnn", network_kwargs=net, default_steps=4, **kw)
+
+
+def mol(smiles: str) -> Chem.Mol:
+    return Chem.AddHs(Chem.MolFromSmiles(smiles))
+
+
+def test_sample_shapes_zero_com_and_seeded():
+    model = ConformerModel(tiny_config())
+    mols = [mol("CCO"), mol("c1ccccc1")]
+    a = model.sample(mols, 3, seed=7)
+    b = model.sample(mols, 3, seed=7)
+    assert [x.shape for x in a] == [(3, 9, 3), (3, 12, 3)]
+    for x, y in zip(a, b):
+        assert np.isfinite(x).all() and np.array_equal(x, y)
+        assert np.abs(x.mean(axis=1)).max() < 1e-4  # zero centre of mass per conformer
+    c = model.sample(mols, 3, seed=8)
+    assert not np.allclose(a[0], c[0])
+
+
+def test_sample_chunks_by_atom_budget_give_same_shapes():
+    model = ConformerModel(tiny_config())
+    out = model.sample([mol("CCO")], 5, seed=0, max_atoms_per_batch=10)
+    assert out[0].shape == (5, 9, 3) and np.isfinite(out[0]).all()
+
+
+def test_unsupported_element_named():
+    model = ConformerModel(tiny_config(name="tiny"))
+    with pytest.raises(UnsupportedElementError, match="Cl.*tiny"):
+        model.check_supported(mol("CCCl"))
+
+
+def test_unknown_sampler_and_network_rejected():
+    with pytest.raises(ValueError, match="unknown network"):
+        ConformerModel(ConformerModelConfig(network="nope"))
+    model = ConformerModel(tiny_config())
+    with pytest.raises(ValueError, match="unknown sampler"):
+        model.sample([mol("C")], 1, sampler="nope")
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown conformer-model config keys"):
+        ConformerModelConfig.from_dict({"netwrk": "egnn"})
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path, monkeypatch):
+    model = ConformerModel(tiny_config())
+    model.save_pretrained(tmp_path / "m", card={"step": 3})
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load used"))
+    loaded = load_conformer_model(tmp_path / "m.json")
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    x = [mol("CC=O")]
+    assert np.array_equal(model.sample(x, 2, seed=1)[0], loaded.sample(x, 2, seed=1)[0])
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no conformer model"):
+        load_conformer_model(tmp_path / "absent")
+
+
+def _packed(smiles):
+    from rdkit.Chem import AllChem
+
+    graphs = []
+    for s in smiles:
+        m = mol(s)
+        AllChem.EmbedMolecule(m, randomSeed=0)
+        g = featurize(m)
+        graphs.append((g.pos, g.node_attr, g.edge_index, g.edge_attr))
+    return PackedGraphs.from_graphs(graphs, index=range(len(graphs)))
+
+
+def test_training_loss_decreases_on_tiny_set():
+    store = _packed(["CCO", "CC(=O)N", "C1CC1", "OCC=O"])
+    torch.manual_seed(0)
+    model = ConformerModel(tiny_config(sigma_data=1.0))
+    loss_fn = edm_loss(1.0, -1.0, 1.0)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    batch = store.batch(torch.arange(len(store)))
+    sigma = torch.full((len(store),), 0.3)
+
+    @torch.no_grad()
+    def fixed_loss():
+        g = torch.Generator().manual_seed(0)
+        return float(graph_loss(model, batch, loss_fn, g, sigma=sigma).mean())
+
+    before = fixed_loss()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        loss = graph_loss(model, batch, loss_fn, g).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert fixed_loss() < 0.6 * before
+
+
+def test_loss_is_translation_invariant():
+    """Data are centred inside the loss: shifting a molecule must not change it."""
+    store = _packed(["CCO", "CC"])
+    model = ConformerModel(tiny_config())
+    b = store.batch(torch.arange(2))
+    sigma = torch.tensor([0.5, 0.5])
+    l1 = graph_loss(model, b, edm_loss(1.4), torch.Generator().manual_seed(0), sigma=sigma)
+    b.pos = b.pos + torch.tensor([5.0, -3.0, 2.0])
+    l2 = graph_loss(model, b, edm_loss(1.4), torch.Generator().manual_seed(0), sigma=sigma)
+    assert torch.allclose(l1, l2, rtol=1e-4)
