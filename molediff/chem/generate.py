@@ -96,52 +96,20 @@ def resolve_model(model: "ConformerSampler | str | None" = None, device=None) ->
     return _load(model, None if device is None else str(device))
 
 
-_TABLE = Chem.GetPeriodicTable()
-
-
 def geometry_check(mol: Chem.Mol, coords: np.ndarray) -> tuple[bool, str]:
     """Is ``coords`` ``[N, 3]`` a chemically sane geometry of ``mol``? Returns ``(ok, reason)``.
 
-    Delegates to :mod:`molediff.chem.validity` when present; otherwise a minimal check: every
-    bond within 0.7-1.3x the sum of covalent radii, every bond angle above 45 degrees, and no
-    pair of atoms three or more bonds apart closer than 0.5x the sum of van der Waals radii.
+    PoseBusters-style checks of :mod:`molediff.chem.validity` (finite coordinates, bond lengths and
+    angles within the distance-geometry bounds, no clashes, planarity); stereo is judged separately
+    by :mod:`molediff.chem.stereo`, which can also repair mirror images.
     """
-    try:
-        from molediff.chem import validity
-    except ImportError:
-        validity = None
-    if validity is not None and hasattr(validity, "check_conformer"):
-        out = validity.check_conformer(mol, coords)
-        return bool(out.ok), "" if out.ok else str(getattr(out, "reason", "invalid geometry"))
+    from molediff.chem.validity import ValidityChecker
+
     if not np.all(np.isfinite(coords)):
         return False, "non-finite coordinates"
-    n = mol.GetNumAtoms()
-    if n < 2:
-        return True, ""
-    z = [a.GetAtomicNum() for a in mol.GetAtoms()]
-    rcov = np.array([_TABLE.GetRcovalent(x) for x in z])
-    rvdw = np.array([_TABLE.GetRvdw(x) for x in z])
-    dist = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
-    for b in mol.GetBonds():
-        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-        ratio = dist[i, j] / (rcov[i] + rcov[j])
-        if not 0.7 <= ratio <= 1.3:
-            return False, f"bond {i}-{j} length {dist[i, j]:.2f} A out of range"
-    for a in mol.GetAtoms():
-        nbrs = [x.GetIdx() for x in a.GetNeighbors()]
-        c = a.GetIdx()
-        for p in range(len(nbrs)):
-            for q in range(p + 1, len(nbrs)):
-                u, v = coords[nbrs[p]] - coords[c], coords[nbrs[q]] - coords[c]
-                cos = u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12)
-                if cos > np.cos(np.radians(45.0)):
-                    return False, f"angle {nbrs[p]}-{c}-{nbrs[q]} below 45 degrees"
-    far = Chem.GetDistanceMatrix(mol) >= 3
-    clash = far & (dist < 0.5 * (rvdw[:, None] + rvdw[None]))
-    if clash.any():
-        i, j = map(int, np.argwhere(clash)[0])
-        return False, f"clash between atoms {i} and {j} ({dist[i, j]:.2f} A)"
-    return True, ""
+    result = ValidityChecker(mol)(np.asarray(coords, dtype=np.float64))
+    failed = [name for name in result.failed if name != "stereo"]
+    return (not failed), ", ".join(f"{name} check failed" for name in failed)
 
 
 @dataclass
