@@ -1,0 +1,328 @@
+"""Evaluate conformer generators against a reference geometry per molecule (QM9 DFT).
+
+Every method gets the same molecules and the same number of conformers K; each molecule's
+conformers are scored against its one reference geometry and the scores are aggregated into one
+:class:`EvaluationRow` per method. Methods (:data:`METHODS`):
+
+* ``model``: the diffusion model's raw samples (``ConformerModel.sample``), no repair;
+* ``model+mmff``: the same samples, each optimised with MMFF94;
+* ``product``: :func:`molediff.chem.generate.generate_conformers_batch` (stereo repair of mirror
+  images, re-sampling of invalid conformers), i.e. what ``molediff conformers`` returns;
+* ``etkdg``: RDKit ETKDGv3 (:func:`molediff.chem.etkdg.etkdg_conformers`, stereo enforced);
+* ``etkdg+mmff``: the same ETKDG conformers, each optimised with MMFF94.
+
+Metrics per row: mean / median over molecules of the minimum heavy-atom RMSD (symmetry-aware,
+after alignment) to the reference, coverage at 0.5 / 0.25 / 0.1 Å, mean RMSD over all conformers
+(:func:`molediff.chem.metrics.conformer_metrics`), the fraction of conformers passing
+:class:`molediff.chem.validity.ValidityChecker`, the fraction with the reference's stereo
+(over conformers of molecules that have specified stereo elements; for raw model samples also
+after reflecting mirror images, the repair the product applies), the molecules that got no
+conformer (counted as misses in coverage, excluded from mean / median and reported) and
+conformers per second of generation wall time (relaxation included for the ``+mmff`` rows;
+scoring excluded). Non-finite conformers count as generated and invalid, but have no RMSD.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from rdkit import Chem, rdBase
+
+from molediff.chem.errors import RelaxationError
+from molediff.chem.etkdg import etkdg_conformers, mmff_relax
+from molediff.chem.metrics import conformer_metrics, min_rmsd_to_reference
+from molediff.chem.stereo import stereo_reference, stereo_report
+from molediff.chem.validity import ValidityChecker
+
+__all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "EvaluationRow",
+           "select_molecules", "score_molecule", "aggregate", "run_model", "run_etkdg",
+           "relax_all", "run_product", "evaluate"]
+
+METHODS = ("model", "model+mmff", "product", "etkdg", "etkdg+mmff")
+DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
+THRESHOLDS = (0.5, 0.25, 0.1)
+Log = Callable[[str], None]
+
+
+@dataclass
+class EvalMolecule:
+    """A molecule to evaluate: explicit-H ``mol`` with stereo tags and the reference as conformer 0."""
+
+    index: int
+    smiles: str
+    mol: Chem.Mol
+
+    @property
+    def template(self) -> Chem.Mol:
+        """The molecule without conformers (what the generators get)."""
+        m = Chem.Mol(self.mol)
+        m.RemoveAllConformers()
+        return m
+
+
+@dataclass
+class MoleculeScore:
+    """Scores of one method's conformers of one molecule (``rmsds`` over finite conformers)."""
+
+    index: int
+    smiles: str
+    num_generated: int
+    rmsds: list[float] = field(default_factory=list)
+    valid: list[bool] = field(default_factory=list)
+    stereo_elements: int = 0
+    stereo_correct: list[bool] = field(default_factory=list)
+    stereo_fixable: list[bool] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def min_rmsd(self) -> float:
+        return min(self.rmsds) if self.rmsds else math.inf
+
+
+@dataclass
+class EvaluationRow:
+    """One method's aggregate over the evaluated molecules (see the module docstring)."""
+
+    method: str
+    molecules: int
+    k: int
+    mean_min_rmsd: float
+    median_min_rmsd: float
+    coverage_05: float
+    coverage_025: float
+    coverage_01: float
+    mean_rmsd: float
+    valid_fraction: float
+    stereo_fraction: float
+    stereo_fixed_fraction: float
+    stereo_molecules: int
+    no_conformer: int
+    conformers: int
+    seconds: float
+    conformers_per_s: float
+    notes: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_molecules(dataset: Sequence[Any], num_mols: int | None = None, seed: int = 0) -> list[EvalMolecule]:
+    """A seeded random subset (all when ``num_mols`` is None) of QM9 records, in dataset order."""
+    n = len(dataset)
+    if num_mols is None or num_mols >= n:
+        picks = np.arange(n)
+    else:
+        if num_mols < 1:
+            raise ValueError(f"num_mols must be >= 1, got {num_mols}")
+        picks = np.sort(np.random.default_rng(seed).choice(n, size=num_mols, replace=False))
+    out = []
+    for i in picks:
+        rec = dataset[int(i)]
+        out.append(EvalMolecule(int(rec.index), str(rec.smiles), rec.mol))
+    return out
+
+
+def _with_conformers(template: Chem.Mol, coords: Sequence[np.ndarray]) -> Chem.Mol:
+    mol = Chem.Mol(template)
+    mol.RemoveAllConformers()
+    for xyz in coords:
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        conf.SetPositions(np.asarray(xyz, dtype=np.float64))
+        conf.Set3D(True)
+        mol.AddConformer(conf, assignId=True)
+    return mol
+
+
+def score_molecule(ref: EvalMolecule, probe: Chem.Mol, num_nonfinite: int = 0, note: str = "") -> MoleculeScore:
+    """Score the conformers of ``probe`` (same constitution as ``ref``, any atom order).
+
+    ``num_nonfinite`` conformers that were generated but dropped for NaN / inf coordinates count
+    as invalid and stereo-incorrect; they have no RMSD.
+    """
+    n = probe.GetNumConformers()
+    score = MoleculeScore(ref.index, ref.smiles, n + num_nonfinite, note=note)
+    reference = ref.template
+    if n:
+        _, rmsds = min_rmsd_to_reference(probe, ref.mol)
+        score.rmsds = [float(r) for r in rmsds]
+        pos = np.stack([c.GetPositions() for c in probe.GetConformers()])
+        with rdBase.BlockLogs():
+            score.valid = [r.ok for r in ValidityChecker(probe).check_many(pos)]
+            report = stereo_report(probe, reference)
+        score.stereo_elements = report.num_elements
+        score.stereo_correct = list(report.correct)
+        score.stereo_fixable = [c or m for c, m in zip(report.correct, report.mirror_correct)]
+    score.valid += [False] * num_nonfinite
+    score.stereo_correct += [False] * num_nonfinite
+    score.stereo_fixable += [False] * num_nonfinite
+    if not n:
+        score.stereo_elements = stereo_reference(reference).num_elements
+    return score
+
+
+def _mean(values: list[bool]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def aggregate(method: str, scores: Sequence[MoleculeScore], k: int, seconds: float, notes: str = "") -> EvaluationRow:
+    """Turn per-molecule scores into one :class:`EvaluationRow`."""
+    stats = conformer_metrics([np.asarray(s.rmsds) for s in scores], thresholds=THRESHOLDS)
+    stereo = [s for s in scores if s.stereo_elements]
+    generated = sum(s.num_generated for s in scores)
+    return EvaluationRow(
+        method=method, molecules=len(scores), k=k,
+        mean_min_rmsd=stats["mean_min_rmsd"], median_min_rmsd=stats["median_min_rmsd"],
+        coverage_05=stats["coverage@0.5"], coverage_025=stats["coverage@0.25"],
+        coverage_01=stats["coverage@0.1"], mean_rmsd=stats["mean_rmsd"],
+        valid_fraction=_mean([v for s in scores for v in s.valid]),
+        stereo_fraction=_mean([v for s in stereo for v in s.stereo_correct]),
+        stereo_fixed_fraction=_mean([v for s in stereo for v in s.stereo_fixable]),
+        stereo_molecules=len(stereo), no_conformer=int(stats["failed_molecules"]),
+        conformers=generated, seconds=float(seconds),
+        conformers_per_s=generated / seconds if seconds > 0 else float("nan"), notes=notes)
+
+
+# ----------------------------------------------------------------------------- generators
+def run_model(model: Any, mols: Sequence[EvalMolecule], k: int, *, sampler: str | None = None,
+              steps: int | None = None, seed: int = 0, device: str | None = None) -> tuple[list[np.ndarray], float]:
+    """Sample K conformers per molecule in one batched call; returns ``([K, N, 3] arrays, seconds)``."""
+    templates = [m.template for m in mols]
+    kwargs: dict[str, Any] = {"steps": steps, "seed": seed, "device": device}
+    if sampler is not None:
+        kwargs["sampler"] = sampler
+    t0 = time.perf_counter()
+    coords = model.sample(templates, k, **kwargs)
+    return [np.asarray(c, dtype=np.float64) for c in coords], time.perf_counter() - t0
+
+
+def run_etkdg(mols: Sequence[EvalMolecule], k: int, *, seed: int = 0,
+              threads: int = 1) -> tuple[list[np.ndarray], float]:
+    """ETKDGv3 conformers (``numThreads=threads``); a molecule may get fewer than K (failed embeds).
+
+    Each molecule gets its own RDKit seed derived from ``seed`` and its index, never 0: RDKit seeds
+    conformer c of ``EmbedMultipleConfs`` from ``randomSeed * (c + 1)``, so ``randomSeed=0``
+    returns K identical conformers.
+    """
+    out, seconds = [], 0.0
+    for m in mols:
+        rd_seed = int(np.random.SeedSequence([seed, m.index]).generate_state(1)[0] % (2**31 - 2)) + 1
+        res = etkdg_conformers(m.template, k, seed=rd_seed, num_threads=threads)
+        seconds += res.seconds
+        n = res.mol.GetNumAtoms()
+        out.append(np.stack([res.mol.GetConformer(c).GetPositions() for c in res.conf_ids])
+                   if res.conf_ids else np.zeros((0, n, 3)))
+    return out, seconds
+
+
+def relax_all(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray], *, threads: int = 1,
+              max_iters: int = 2000) -> tuple[list[np.ndarray], float, int]:
+    """MMFF94-optimise finite conformers; returns ``(coords, seconds, molecules MMFF could not treat)``.
+
+    Non-finite conformers and diverged optimisations keep their input coordinates.
+    """
+    out, seconds, failed = [], 0.0, 0
+    for m, xyz in zip(mols, coords):
+        xyz = np.array(xyz, dtype=np.float64, copy=True)
+        finite = np.isfinite(xyz).all(axis=(1, 2)) if len(xyz) else np.zeros(0, bool)
+        if not finite.any():
+            out.append(xyz)
+            continue
+        mol = _with_conformers(m.template, xyz[finite])
+        t0 = time.perf_counter()
+        try:
+            with rdBase.BlockLogs():
+                mmff_relax(mol, max_iters=max_iters, num_threads=threads)
+        except RelaxationError:
+            failed += 1
+        seconds += time.perf_counter() - t0
+        relaxed = np.stack([c.GetPositions() for c in mol.GetConformers()])
+        keep = np.isfinite(relaxed).all(axis=(1, 2))
+        xyz[np.flatnonzero(finite)[keep]] = relaxed[keep]
+        out.append(xyz)
+    return out, seconds, failed
+
+
+def run_product(model: Any, mols: Sequence[EvalMolecule], k: int, *, sampler: str | None = None,
+                steps: int | None = None, seed: int = 0, device: str | None = None) -> tuple[list[Chem.Mol | None], float]:
+    """The product path (stereo repair + re-sampling); ``None`` for a molecule that got nothing."""
+    from molediff.chem.generate import generate_conformers_batch
+
+    kwargs: dict[str, Any] = {"model": model, "steps": steps, "device": device, "on_invalid": "resample"}
+    if sampler is not None:
+        kwargs["sampler"] = sampler
+    t0 = time.perf_counter()
+    with rdBase.BlockLogs():
+        results = list(generate_conformers_batch([m.template for m in mols], k, seed, **kwargs))
+    seconds = time.perf_counter() - t0
+    return [r.mol if r.ok else None for r in results], seconds
+
+
+# ----------------------------------------------------------------------------- driver
+def _score_coords(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray]) -> list[MoleculeScore]:
+    scores = []
+    for m, xyz in zip(mols, coords):
+        finite = np.isfinite(xyz).all(axis=(1, 2)) if len(xyz) else np.zeros(0, bool)
+        probe = _with_conformers(m.template, np.asarray(xyz)[finite])
+        scores.append(score_molecule(m, probe, num_nonfinite=int((~finite).sum())))
+    return scores
+
+
+def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METHODS, *, model: Any = None,
+             k: int = 10, seed: int = 0, sampler: str | None = None, steps: int | None = None,
+             threads: int = 1, device: str | None = None,
+             log: Log | None = None) -> tuple[list[EvaluationRow], dict[str, list[MoleculeScore]]]:
+    """Run ``methods`` on ``mols`` with K conformers each and score them.
+
+    Returns
+    -------
+    rows : one :class:`EvaluationRow` per method, in ``methods`` order
+    per_molecule : method -> per-molecule :class:`MoleculeScore` list (for JSON dumps)
+
+    Raises
+    ------
+    ValueError
+        An unknown method, K < 1, or a model method without ``model``.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if model is None and any(m.startswith("model") or m == "product" for m in methods):
+        raise ValueError("model methods need a model")
+    say = log or (lambda _msg: None)
+    rows: list[EvaluationRow] = []
+    scores: dict[str, list[MoleculeScore]] = {}
+    generated: dict[str, tuple[list[np.ndarray], float]] = {}
+
+    def base(name: str) -> tuple[list[np.ndarray], float]:
+        if name not in generated:
+            say(f"generating: {name} ({len(mols)} molecules x {k})")
+            generated[name] = (run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device)
+                               if name == "model" else run_etkdg(mols, k, seed=seed, threads=threads))
+        return generated[name]
+
+    for method in methods:
+        notes = ""
+        if method == "product":
+            say(f"generating: product ({len(mols)} molecules x {k})")
+            out, seconds = run_product(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device)
+            per = [score_molecule(m, mol) if mol is not None else score_molecule(m, m.template, note="no conformer")
+                   for m, mol in zip(mols, out)]
+        else:
+            name, _, relax = method.partition("+")
+            coords, seconds = base(name)
+            if relax:
+                say(f"relaxing: {method}")
+                coords, extra, failed = relax_all(mols, coords, threads=threads)
+                seconds += extra
+                notes = f"{failed} molecule(s) without MMFF94 parameters left unrelaxed" if failed else ""
+            per = _score_coords(mols, coords)
+        say(f"scored: {method}")
+        scores[method] = per
+        rows.append(aggregate(method, per, k, seconds, notes))
+    return rows, scores
