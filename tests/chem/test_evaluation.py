@@ -1,0 +1,192 @@
+"""Tests of molediff.chem.evaluation, its checkpoint loader and ``molediff evaluate`` (fast, no QM9 needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
+
+from molediff.chem import checkpoint_loading as cl
+from molediff.chem.evaluation import (EvalMolecule, EvaluationRow, aggregate, evaluate, run_etkdg,
+                                      score_molecule, select_molecules)
+from molediff.chem.model import ConformerModel, ConformerModelConfig
+from molediff.training.checkpoint import CheckpointError, save_checkpoint
+
+SMILES = ("CCO", "C[C@H](N)C(=O)O", "O=C1CCC1")
+
+
+@dataclass
+class FakeRecord:
+    """Stands in for :class:`molediff.data.qm9.QM9Record` (index, smiles, mol with a reference conformer)."""
+
+    index: int
+    smiles: str
+    mol: Chem.Mol
+
+
+def _reference(smiles: str, seed: int = 7) -> Chem.Mol:
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    params = rdDistGeom.ETKDGv3()
+    params.randomSeed = seed
+    assert rdDistGeom.EmbedMolecule(mol, params) == 0
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol)
+    return mol
+
+
+@pytest.fixture(scope="module")
+def records() -> list[FakeRecord]:
+    return [FakeRecord(10 * i, s, _reference(s)) for i, s in enumerate(SMILES)]
+
+
+@pytest.fixture(scope="module")
+def mols(records) -> list[EvalMolecule]:
+    return select_molecules(records)
+
+
+def _tiny_model(seed: int = 0) -> ConformerModel:
+    torch.manual_seed(seed)
+    kwargs = {"node_dim": 29, "edge_dim": 10, "hidden": 16, "num_layers": 1, "fully_connected": True}
+    return ConformerModel(ConformerModelConfig(network_kwargs=kwargs, default_steps=3)).eval()
+
+
+def _mirror(mol: Chem.Mol) -> np.ndarray:
+    xyz = mol.GetConformer().GetPositions()
+    xyz[:, 0] *= -1.0
+    return xyz
+
+
+def test_select_molecules_is_seeded_and_ordered(records):
+    a = select_molecules(records, 2, seed=3)
+    b = select_molecules(records, 2, seed=3)
+    assert [m.index for m in a] == [m.index for m in b]
+    assert [m.index for m in a] == sorted(m.index for m in a)
+    assert len(select_molecules(records, 99)) == len(records)
+    with pytest.raises(ValueError):
+        select_molecules(records, 0)
+
+
+def test_reference_scores_zero_and_mirror_image_is_wrong_but_fixable(mols):
+    chiral = mols[1]
+    probe = Chem.Mol(chiral.mol)
+    conf = Chem.Conformer(probe.GetNumAtoms())
+    conf.SetPositions(_mirror(chiral.mol))
+    probe.AddConformer(conf, assignId=True)
+    score = score_molecule(chiral, probe)
+    assert score.num_generated == 2
+    assert score.rmsds[0] == pytest.approx(0.0, abs=1e-6)
+    assert score.stereo_elements == 1
+    assert score.stereo_correct == [True, False]
+    assert score.stereo_fixable == [True, True]
+
+
+def test_aggregate_counts_missing_and_nonfinite(mols):
+    good = score_molecule(mols[0], mols[0].mol)
+    empty = score_molecule(mols[2], mols[2].template, num_nonfinite=3)
+    row = aggregate("model", [good, empty], k=3, seconds=2.0)
+    assert isinstance(row, EvaluationRow)
+    assert row.no_conformer == 1
+    assert row.molecules == 2 and row.conformers == 4
+    assert row.coverage_01 == pytest.approx(0.5)  # the empty molecule is a miss
+    assert row.mean_min_rmsd == pytest.approx(0.0, abs=1e-6)  # and excluded from the mean
+    assert row.valid_fraction == pytest.approx(0.25)
+    assert row.conformers_per_s == pytest.approx(2.0)
+
+
+def test_etkdg_ensembles_are_diverse_and_close(mols):
+    coords, seconds = run_etkdg(mols, 4, seed=0)
+    assert seconds > 0
+    for xyz in coords:
+        assert xyz.shape[0] == 4
+    # RDKit seeds conformer c with randomSeed * (c + 1): seed 0 would give 4 identical copies
+    assert np.ptp(coords[2][:, 0, :], axis=0).max() > 1e-3
+
+
+def test_evaluate_rows_with_tiny_model(mols):
+    rows, per = evaluate(mols, ["model", "model+mmff", "etkdg", "etkdg+mmff"], model=_tiny_model(),
+                         k=3, steps=3, seed=0, threads=1)
+    assert [r.method for r in rows] == ["model", "model+mmff", "etkdg", "etkdg+mmff"]
+    for row in rows:
+        assert row.molecules == len(mols) and row.k == 3
+        assert row.conformers == 3 * len(mols) and row.conformers_per_s > 0
+        assert set(row.as_dict()) >= {"mean_min_rmsd", "median_min_rmsd", "coverage_05", "coverage_025",
+                                      "coverage_01", "mean_rmsd", "valid_fraction", "stereo_fraction",
+                                      "stereo_fixed_fraction", "no_conformer"}
+        assert row.coverage_01 <= row.coverage_025 <= row.coverage_05
+        assert row.mean_min_rmsd <= row.mean_rmsd + 1e-12
+        assert len(per[row.method]) == len(mols)
+    etkdg = {r.method: r for r in rows}
+    for name in ("etkdg", "etkdg+mmff"):
+        assert etkdg[name].mean_min_rmsd < 0.5
+        assert etkdg[name].valid_fraction == 1.0 and etkdg[name].stereo_fraction == 1.0
+        assert etkdg[name].no_conformer == 0
+    # an untrained network's raw samples are far from any molecule
+    assert etkdg["model"].mean_min_rmsd > etkdg["etkdg"].mean_min_rmsd
+
+
+def test_evaluate_rejects_bad_requests(mols):
+    with pytest.raises(ValueError, match="unknown method"):
+        evaluate(mols, ["crest"])
+    with pytest.raises(ValueError, match="need a model"):
+        evaluate(mols, ["model"])
+    with pytest.raises(ValueError, match="k must be"):
+        evaluate(mols, ["etkdg"], k=0)
+
+
+def _fake_checkpoint(directory: Path, step: int, model: ConformerModel, ema: ConformerModel) -> Path:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.named_parameters()})
+    meta = {"step": step, "config": {"task": "conformer", "model": model.config.to_dict()},
+            "optimizer": {"param_groups": [], "state": {}}}
+    return save_checkpoint(directory / "checkpoints" / f"step_{step:08d}", tensors, meta)
+
+
+def test_checkpoint_loading_uses_ema_and_newest_step(tmp_path):
+    raw, ema = _tiny_model(0), _tiny_model(1)
+    _fake_checkpoint(tmp_path, 250, raw, raw)
+    path = _fake_checkpoint(tmp_path, 500, raw, ema)
+    assert cl.is_trainer_checkpoint(path)
+    assert cl.latest_checkpoint(tmp_path) == path
+    loaded = cl.load_model_for_evaluation(tmp_path)  # a run folder without model.json
+    assert loaded.kind == "checkpoint" and loaded.step == 500
+    for name, p in loaded.model.named_parameters():
+        torch.testing.assert_close(p, dict(ema.named_parameters())[name])
+    raw_loaded = cl.load_checkpoint_model(path, use_ema=False).model
+    for name, p in raw_loaded.named_parameters():
+        torch.testing.assert_close(p, dict(raw.named_parameters())[name])
+
+
+def test_checkpoint_loading_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        cl.load_model_for_evaluation(tmp_path)
+    model = _tiny_model()
+    save_checkpoint(tmp_path / "step_00000001", {f"model.{k}": v for k, v in model.state_dict().items()},
+                    {"step": 1, "config": {"task": "conformer", "model": model.config.to_dict()},
+                     "optimizer": {}})
+    with pytest.raises(CheckpointError, match="no EMA"):
+        cl.load_checkpoint_model(tmp_path / "step_00000001.json")
+
+
+def test_cli_evaluate_etkdg_writes_json_and_csv(tmp_path, records, monkeypatch, capsys):
+    import molediff.data.qm9 as qm9
+    from molediff.cli import main
+
+    monkeypatch.setattr(qm9, "load_qm9", lambda split: records)
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    code = main(["evaluate", "--split", "valid", "-k", "2", "--methods", "etkdg,etkdg+mmff", "--threads", "1",
+                 "--quiet", "--out", str(out_json), "--out", str(out_csv)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "seed=0" in text and "torch=" in text and "etkdg+mmff" in text
+    doc = json.loads(out_json.read_text())
+    assert [r["method"] for r in doc["rows"]] == ["etkdg", "etkdg+mmff"]
+    assert len(doc["per_molecule"]["etkdg"]) == len(records)
+    assert not math.isnan(doc["rows"][0]["mean_min_rmsd"])
+    assert out_csv.read_text().splitlines()[0].startswith("method,molecules,k,")
+    assert main(["evaluate", "--methods", "etkdg", "--out", str(tmp_path / "r.txt")]) == 2
