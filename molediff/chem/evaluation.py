@@ -39,7 +39,7 @@ from molediff.chem.stereo import stereo_reference, stereo_report
 from molediff.chem.validity import ValidityChecker
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "EvaluationRow",
-           "select_molecules", "score_molecule", "aggregate", "run_model", "run_etkdg",
+           "select_molecules", "score_molecule", "score_coordinates", "aggregate", "run_model", "run_etkdg",
            "relax_all", "run_product", "evaluate"]
 
 METHODS = ("model", "model+mmff", "product", "etkdg", "etkdg+mmff")
@@ -262,7 +262,8 @@ def run_product(model: Any, mols: Sequence[EvalMolecule], k: int, *, sampler: st
 
 
 # ----------------------------------------------------------------------------- driver
-def _score_coords(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray]) -> list[MoleculeScore]:
+def score_coordinates(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray]) -> list[MoleculeScore]:
+    """Score ``[K_i, N_i, 3]`` coordinate arrays (RDKit atom order of each molecule); NaN rows allowed."""
     scores = []
     for m, xyz in zip(mols, coords):
         finite = np.isfinite(xyz).all(axis=(1, 2)) if len(xyz) else np.zeros(0, bool)
@@ -321,7 +322,7 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
                 coords, extra, failed = relax_all(mols, coords, threads=threads)
                 seconds += extra
                 notes = f"{failed} molecule(s) without MMFF94 parameters left unrelaxed" if failed else ""
-            per = _score_coords(mols, coords)
+            per = score_coordinates(mols, coords)
         say(f"scored: {method}")
         scores[method] = per
         rows.append(aggregate(method, per, k, seconds, notes))
