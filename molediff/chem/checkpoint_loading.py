@@ -140,6 +140,7 @@ def load_model_for_evaluation(path: str | Path | None, device: str | torch.devic
     card = getattr(model, "card", {}) or {}
     source = Path(path) if path is not None else Path("<shipped default>")
     step = card.get("step")
-    if step is None and source.is_dir() and (source / "model.json").is_file():
-        step = json.loads((source / "model.json").read_text()).get("step")
+    sidecar = source / "model.json" if source.is_dir() else source.with_suffix(".json")
+    if step is None and sidecar.is_file():
+        step = json.loads(sidecar.read_text()).get("step")
     return LoadedModel(model, source, "export", None if step is None else int(step))
