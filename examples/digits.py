@@ -155,7 +155,13 @@ def fit_classifier(cfg: dict[str, Any], x: Tensor, y: Tensor):
 
 
 def accuracy(clf, x: Tensor, y: Tensor) -> float:
+    """Fraction of images ``x`` that ``clf`` assigns to label ``y``."""
     return float(np.mean(clf.predict(x.flatten(1).numpy()) == y.numpy()))
+
+
+def confidence(clf, x: Tensor) -> float:
+    """Mean of the classifier's top class probability: how recognisable the images are, whatever the label."""
+    return float(clf.predict_proba(x.flatten(1).numpy()).max(1).mean())
 
 
 def plot_grids(grids: dict[float, Tensor], per_class: int, path: Path) -> None:
@@ -218,10 +224,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     clf = fit_classifier(cfg, split.x_train, split.y_train)
     test_acc = accuracy(clf, split.x_test, split.y_test)
-    grids, accs = {}, {}
+    test_conf = confidence(clf, split.x_test)
+    grids, accs, confs = {}, {}, {}
     for w in cfg["sample"]["guidance"]:
         imgs, labels = sample_grid(denoiser, cfg, float(w), device, seed + 1)
-        grids[float(w)], accs[float(w)] = imgs, accuracy(clf, imgs, labels)
+        grids[float(w)], accs[float(w)], confs[float(w)] = imgs, accuracy(clf, imgs, labels), confidence(clf, imgs)
     plot_grids(grids, cfg["sample"]["per_class"], args.out / "digits_cfg.png")
     t_sample = time.perf_counter() - t0 - t_train
 
@@ -234,16 +241,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\ntraining: {cfg['train']['steps']} steps, final EMA-smoothed loss {final_loss:.4f}, {t_train:.1f} s")
     print(f"classifier (LogisticRegression on {split.x_train.shape[0]} training digits): "
           f"test accuracy {test_acc:.3f} on {split.x_test.shape[0]} test digits")
-    print("\nguidance w | samples classified as the requested class  (w=0: unconditional, chance = 0.10)")
-    for w, a in accs.items():
-        print(f"  {w:8.1f} | {a:.3f}  (n={10 * cfg['sample']['per_class']})")
+    print(f"\n{10 * cfg['sample']['per_class']} samples per guidance weight; acc = fraction classified as the "
+          "requested class (w=0 is unconditional: chance 0.10); conf = mean top class probability")
+    print(f"  {'w':>5} {'acc':>7} {'conf':>7}")
+    for w in accs:
+        print(f"  {w:5.1f} {accs[w]:7.3f} {confs[w]:7.3f}")
+    print(f"  {'test':>5} {test_acc:7.3f} {test_conf:7.3f}   (real test digits, for reference)")
     print(f"\nbits/dim on {n_test} test digits (upper bound, uniform dequantisation, PF-ODE + Hutchinson, "
           f"{nfe} NFE): {bpd:.3f} ± {bpd_se:.3f}")
     print(f"  baselines: per-pixel histogram {hist:.3f}, uniform over 17 levels {math.log2(NUM_LEVELS):.3f}")
     print(f"\nwall time: train {t_train:.1f} s, sample + classifier {t_sample:.1f} s, total {t_total:.1f} s "
           f"(process CPU time {cpu_total:.1f} s)")
     print(f"figure: {(args.out / 'digits_cfg.png').resolve()}")
-    return {"loss": final_loss, "test_acc": test_acc, "acc": accs, "bpd": bpd, "bpd_se": bpd_se,
+    return {"loss": final_loss, "test_acc": test_acc, "test_conf": test_conf, "acc": accs, "conf": confs, "bpd": bpd, "bpd_se": bpd_se,
             "bpd_hist": hist, "train_s": t_train, "total_s": t_total, "cpu_s": cpu_total}
 
 

@@ -200,6 +200,10 @@ def run_dataset(name: str, cfg: dict[str, Any], seed: int, device: torch.device,
     }
 
 
+def _num(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.3f}"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'dataset':<13}{'ED heun':>9}{'ED sde':>9}{'ED floor':>9}{'ED N(0,I)':>10}"
             f"{'NLL model':>10}{'NLL gauss':>10}{'NLL true':>9}{'wall s':>8}{'cpu s':>8}")
@@ -207,7 +211,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             f"{r['dataset']:<13}{1e3 * r['ed_heun']:>9.2f}{1e3 * r['ed_sde']:>9.2f}{1e3 * r['ed_floor']:>9.2f}{1e3 * r['ed_prior']:>10.2f}"
-            f"{r['nll_model']:>10.3f}{r['nll_gauss']:>10.3f}{r['nll_true']:>9.3f}{r['total_s']:>8.1f}{r['cpu_s']:>8.1f}"
+            f"{r['nll_model']:>10.3f}{r['nll_gauss']:>10.3f}{_num(r['nll_true']):>9}{r['total_s']:>8.1f}{r['cpu_s']:>8.1f}"
         )
     return "\n".join(lines)
 
