@@ -68,12 +68,10 @@ def test_unsupported_element_in_batch_names_line(tmp_path, capsys):
     inp, rep = tmp_path / "x.smi", tmp_path / "f.csv"
     inp.write_text("CCO ok\nCC[Se]C selenide\n")
     from molediff.chem import generate as g
-    import sys
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from conftest import FakeSampler
+    from molediff.chem.io_read import read_inputs
+    from tests.chem.conftest import FakeSampler
 
-    results = list(g.generate_conformers_batch(
-        __import__("molediff.chem.io_read", fromlist=["read_inputs"]).read_inputs(inp), 1, 0, model=FakeSampler()))
+    results = list(g.generate_conformers_batch(read_inputs(inp), 1, 0, model=FakeSampler()))
     assert results[0].ok and isinstance(results[1].error, E.UnsupportedElementError)
     assert str(results[1].error).startswith("line 2 (selenide): element Se")
 

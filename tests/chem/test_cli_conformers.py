@@ -13,7 +13,7 @@ from rdkit import Chem
 from molediff.chem.io_write import iter_records
 from molediff.cli import main
 
-from conftest import REPO
+from tests.chem.conftest import REPO
 
 SMILES = ["CCO", "C[C@H](N)C(=O)O", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "OCC(O)CO", "C/C=C/C(=O)O"]
 

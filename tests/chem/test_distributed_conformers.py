@@ -11,7 +11,7 @@ from rdkit import Chem
 
 from molediff.chem.io_write import iter_records
 
-from conftest import REPO
+from tests.chem.conftest import REPO
 
 pytestmark = pytest.mark.distributed
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from molediff.training.checkpoint import load_checkpoint
 from molediff.training.distributed import DistEnv, ShardedBatchSampler, all_reduce_mean, any_flag, init_distributed
 
-from conftest import toy_raw
+from tests.training.conftest import toy_raw
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from molediff.cli import main
 from molediff.training.checkpoint import CheckpointManager, load_checkpoint
 from molediff.training.logging import read_log
 
-from conftest import toy_raw
+from tests.training.conftest import toy_raw
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from molediff.training.logging import read_log
 from molediff.training.toy_task import ToyDenoiser, ToyModelConfig, ToyTask
 from molediff.training.trainer import NonFiniteLossError, RunDirError, Trainer, lr_at
 
-from conftest import toy_raw
+from tests.training.conftest import toy_raw
 
 
 def _assert_same_state(a: Trainer, b: Trainer) -> None:
