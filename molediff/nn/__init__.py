@@ -12,6 +12,8 @@ _LAZY = {
     "EGNN": "molediff.nn.egnn",
     "GraphFieldNetwork": "molediff.nn.gfn",
     "TensorFieldNetwork": "molediff.nn.tensor_field",
+    "ResidualMLP": "molediff.nn.mlp",
+    "UNet": "molediff.nn.unet",
     "radius_graph": "molediff.nn.graph",
     "knn_graph": "molediff.nn.graph",
     "fully_connected_graph": "molediff.nn.graph",

@@ -16,6 +16,7 @@ __all__ = ["TASKS", "TaskResolutionError", "register_task", "resolve_task", "bui
 TASKS: dict[str, str | Callable[[], Any]] = {
     "toy": "molediff.training.toy_task:ToyTask",
     "conformer": "molediff.chem.training_task:ConformerTask",
+    "pointcloud": "molediff.pointcloud.training_task:PointCloudTask",
 }
 
 
