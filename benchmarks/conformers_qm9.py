@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-main", action="store_true")
     parser.add_argument("--json", default=None, help="also write both tables to this JSON file")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # tables survive an interrupted run
 
     samplers = [s for s in args.samplers.split(",") if s]
     unknown = [s for s in samplers if s not in SAMPLERS]
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# wall time {time.perf_counter() - t0:.0f} s (scoring included)")
         result["main"] = {"split": args.split, "molecules": len(mols), "k": args.num_confs, "sampler": sampler,
                           "steps": steps, "rows": [r.as_dict() for r in rows]}
+        _write(args.json, result)  # keep the main table even if the sweep is interrupted
 
     if args.sweep_mols > 0:
         budgets = [int(x) for x in args.nfe.split(",") if x]
@@ -142,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# wall time {time.perf_counter() - t0:.0f} s (scoring included)")
         result["sweep"] = {"molecules": len(mols), "k": args.sweep_k, "rows": [vars(r) for r in rows]}
 
-    if args.json:
+    _write(args.json, result)
+    return 0
+
+
+def _write(path: str | None, result: dict) -> None:
+    if path:
         from molediff.training.checkpoint import atomic_write_bytes
 
-        atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
-    return 0
+        atomic_write_bytes(path, json.dumps(result, indent=1).encode())
 
 
 if __name__ == "__main__":
