@@ -54,7 +54,7 @@ def etkdg_conformers(mol: Chem.Mol, num_confs: int, seed: int = 0, *, mmff: bool
     mol : rdkit.Chem.Mol; hydrogens are added (``Chem.AddHs``) when implicit, existing
         conformers are discarded in the returned copy, the input is not modified.
     num_confs : conformers requested
-    seed : random seed (deterministic for a fixed ``num_threads``)
+    seed : random seed >= 0 (deterministic for a fixed ``num_threads``; passed to RDKit as seed + 1)
     mmff : optimise every conformer with MMFF94 afterwards (see :func:`mmff_relax`)
     num_threads : RDKit threads (0 = all cores)
     prune_rms : RDKit's heavy-atom RMSD pruning threshold (-1: none, the benchmark default)
@@ -70,7 +70,8 @@ def etkdg_conformers(mol: Chem.Mol, num_confs: int, seed: int = 0, *, mmff: bool
     work = _with_hs(mol)
     work.RemoveAllConformers()
     params = rdDistGeom.ETKDGv3()
-    params.randomSeed = int(seed)
+    # RDKit seeds conformer c with randomSeed * (c + 1): seed 0 would give K identical conformers.
+    params.randomSeed = int(seed) + 1
     params.numThreads = int(num_threads)
     params.pruneRmsThresh = float(prune_rms)
     params.enforceChirality = True

@@ -164,8 +164,35 @@ def _checked(arrays, jobs, k) -> list:
     return out
 
 
-def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invalid: str) -> bool:
-    """Check one conformer; keep it (possibly flagged) or discard it. True when kept as valid."""
+def _relaxed(job: _Job, coords: np.ndarray, method: str) -> tuple[np.ndarray, dict] | None:
+    """``coords`` after relaxation with ``method`` and its energy property (None if it failed)."""
+    from molediff.chem.relax import relax_conformers
+
+    mol = Chem.Mol(job.mol)
+    mol.RemoveAllConformers()
+    conf = Chem.Conformer(mol.GetNumAtoms())
+    conf.SetPositions(coords)
+    mol.AddConformer(conf, assignId=True)
+    try:
+        relax_conformers(mol, method=method, reference=job.ref)
+    except MolediffInputError as err:  # e.g. no MMFF94 parameters: keep the sampled geometry
+        if not any(w.startswith("not relaxed") for w in job.result.warnings):
+            job.result.warnings.append(f"not relaxed: {err.reason}")
+        return None
+    conf = mol.GetConformer()
+    if conf.GetProp("molediff_relaxed") == "failed":
+        return None
+    out = conf.GetPositions()
+    energy = {k: conf.GetProp(k) for k in ("molediff_energy_kcal", "molediff_energy_ev") if conf.HasProp(k)}
+    return out - out.mean(axis=0), energy
+
+
+def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invalid: str,
+              relax: str | None = None) -> bool:
+    """Check one conformer (after relaxation, if asked); keep it, possibly flagged, or discard it.
+
+    Returns True when the conformer was kept as valid.
+    """
     if not np.all(np.isfinite(coords)):
         job.nonfinite += 1
         return False  # never kept, not even flagged: NaN is never written
@@ -173,6 +200,12 @@ def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invali
     fixed, status = st.fix_coords(job.ref, coords)
     if rnd == 0:
         job.raw_stereo.append(status == "ok")
+    relaxed_by, energy = "none", {}
+    if relax and status != "wrong":
+        relaxed = _relaxed(job, fixed, relax)
+        if relaxed is not None:
+            (fixed, energy), relaxed_by = relaxed, relax
+            status = "ok" if st.check_coords(job.ref, fixed) else "wrong"
     geo_ok, reason = geometry_check(job.mol, fixed)
     stereo_ok = status != "wrong"
     job.wrong_stereo += not stereo_ok
@@ -184,7 +217,7 @@ def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invali
     props = {"molediff_round": rnd, "molediff_call_seed": call_seed, "molediff_valid": int(valid),
              "molediff_stereo_ok": int(stereo_ok),
              "molediff_stereo_fix": "mirrored" if status == "mirrored" else "none",
-             "molediff_geometry_ok": int(geo_ok)}
+             "molediff_geometry_ok": int(geo_ok), "molediff_relaxed": relaxed_by, **energy}
     if reason:
         props["molediff_geometry_reason"] = reason
     job.accepted.append((fixed, props))
@@ -192,8 +225,8 @@ def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invali
 
 
 def _run_chunk(jobs: list[_Job], model: ConformerSampler, num_confs: int, *, start: int, seed: int,
-               sampler: str, steps, device, on_invalid: str, max_rounds: int) -> None:
-    """Sample, check and re-sample conformers for the jobs of one chunk (in place)."""
+               sampler: str, steps, device, on_invalid: str, max_rounds: int, relax: str | None = None) -> None:
+    """Sample, (relax,) check and re-sample conformers for the jobs of one chunk (in place)."""
     need = {id(j): num_confs for j in jobs}
     valid = {id(j): 0 for j in jobs}
     rounds = 1 + (max_rounds if on_invalid == "resample" else 0)
@@ -209,7 +242,7 @@ def _run_chunk(jobs: list[_Job], model: ConformerSampler, num_confs: int, *, sta
                 job.result.error = MolediffInputError(f"model failed: {type(out).__name__}: {out}")
                 continue
             for coords in out[: need[id(job)]]:
-                if _consider(job, coords, rnd, call_seed, on_invalid):
+                if _consider(job, coords, rnd, call_seed, on_invalid, relax):
                     valid[id(job)] += 1
             need[id(job)] = num_confs - (valid[id(job)] if on_invalid == "resample" else num_confs)
 
@@ -254,12 +287,6 @@ def _finish(job: _Job, model: ConformerSampler, num_confs: int, meta: dict, rela
             c.SetProp(key, str(val))
         if unspecified:
             c.SetProp("molediff_stereo_smiles", st.perceived_smiles(mol, coords))
-    if relax:
-        from molediff.chem.relax import relax_conformers
-        try:
-            relax_conformers(mol, method=relax, reference=job.ref)
-        except MolediffInputError as err:
-            res.warnings.append(f"not relaxed: {err.reason}")
     if prune_rms:
         _prune(mol, prune_rms)
     mol.SetProp("_Name", res.id)
@@ -372,7 +399,7 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
     mdl = state.get("model")
     if jobs:
         _run_chunk(jobs, mdl, num_confs, start=chunk[0].index, seed=seed, sampler=sampler, steps=steps,
-                   device=device, on_invalid=on_invalid, max_rounds=max_rounds)
+                   device=device, on_invalid=on_invalid, max_rounds=max_rounds, relax=relax)
     for job in trivial:
         _single_atom(job, num_confs)
     meta = {"molediff_model": getattr(mdl, "name", "none"), "molediff_sampler": sampler,

@@ -45,3 +45,15 @@ def test_failures_are_reported_not_raised():
     assert emb.num_failed == 0
     with pytest.raises(RelaxationError, match="MMFF94"):
         mmff_relax(emb.mol)
+
+
+def test_seed_zero_gives_distinct_conformers():
+    """RDKit multiplies the seed by the conformer number; seed 0 must not collapse the ensemble."""
+    import numpy as np
+    from rdkit import Chem
+
+    from molediff.chem.etkdg import etkdg_conformers
+
+    res = etkdg_conformers(Chem.AddHs(Chem.MolFromSmiles("CCCCO")), 3, seed=0)
+    pos = [c.GetPositions() for c in res.mol.GetConformers()]
+    assert len(pos) == 3 and np.abs(pos[0] - pos[1]).max() > 1e-3
