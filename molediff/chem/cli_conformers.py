@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("-n", "--num-confs", type=int, default=10, help="conformers per molecule (default 10)")
     gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output)")
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
-    gen.add_argument("--sampler", default="heun", help="sampling algorithm of the model (default heun)")
+    gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
     gen.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
     gen.add_argument("--batch-size", type=int, default=64, help="molecules per model call and per commit")

@@ -319,7 +319,7 @@ def _prune(mol: Chem.Mol, threshold: float) -> None:
 
 def generate_conformers_batch(
     inputs: Iterable["str | Chem.Mol | InputRecord"], num_confs: int = 10, seed: int | None = None, *,
-    model: "ConformerSampler | str | None" = None, sampler: str = "heun", steps: int | None = None,
+    model: "ConformerSampler | str | None" = None, sampler: str | None = None, steps: int | None = None,
     relax: str | None = None, prune_rms: float | None = None, device: "str | torch.device | None" = None,
     on_invalid: str = "resample", max_resample_rounds: int = 3, batch_size: int = 64,
     fragments: str = "largest", max_atoms: int | None = None, allow_radicals: bool = False,
@@ -402,8 +402,10 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
                    device=device, on_invalid=on_invalid, max_rounds=max_rounds, relax=relax)
     for job in trivial:
         _single_atom(job, num_confs)
-    meta = {"molediff_model": getattr(mdl, "name", "none"), "molediff_sampler": sampler,
-            "molediff_steps": "default" if steps is None else steps, "molediff_seed": seed}
+    defaults = getattr(mdl, "config", None)
+    meta = {"molediff_model": getattr(mdl, "name", "none"),
+            "molediff_sampler": sampler or getattr(defaults, "default_sampler", "default"),
+            "molediff_steps": steps or getattr(defaults, "default_steps", "default"), "molediff_seed": seed}
     for job in jobs + trivial:
         _finish(job, mdl, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
         if job.result.error is not None and job.result.error.item is None:
@@ -418,7 +420,7 @@ def _label(res: ConformerResult) -> str:
 
 def generate_conformers(
     smiles_or_mol: "str | Chem.Mol", num_confs: int = 10, seed: int | None = None, *,
-    model: "ConformerSampler | str | None" = None, sampler: str = "heun", steps: int | None = None,
+    model: "ConformerSampler | str | None" = None, sampler: str | None = None, steps: int | None = None,
     relax: str | None = None, prune_rms: float | None = None, device: "str | torch.device | None" = None,
     on_invalid: str = "resample", max_resample_rounds: int = 3, fragments: str = "largest",
     max_atoms: int | None = None, allow_radicals: bool = False,

@@ -178,7 +178,7 @@ class ConformerModel(nn.Module):
         mols: Sequence["Chem.Mol"],
         num_confs: int,
         *,
-        sampler: str = "heun",
+        sampler: str | None = None,
         steps: int | None = None,
         seed: int | None = None,
         device: str | torch.device | None = None,

@@ -42,7 +42,7 @@ class ConformerSampler(Protocol):
         """Raise :class:`~molediff.chem.errors.UnsupportedElementError` naming element and model."""
         ...
 
-    def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str = "heun",
+    def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,
                device: str | torch.device | None = None) -> list[np.ndarray]:
         """Sample ``num_confs`` conformers of every molecule in one call.
@@ -102,7 +102,7 @@ class EtkdgSampler:
         """ETKDG embeds any element up to radon."""
         check_elements(mol, self.elements, self.name)
 
-    def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str = "heun",
+    def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,
                device: str | torch.device | None = None) -> list[np.ndarray]:
         """Embed ``num_confs`` ETKDGv3 conformers per molecule (NaN where embedding failed)."""
