@@ -96,18 +96,19 @@ def resolve_model(model: "ConformerSampler | str | None" = None, device=None) ->
     return _load(model, None if device is None else str(device))
 
 
-def geometry_check(mol: Chem.Mol, coords: np.ndarray) -> tuple[bool, str]:
+def geometry_check(mol: Chem.Mol, coords: np.ndarray, checker=None) -> tuple[bool, str]:
     """Is ``coords`` ``[N, 3]`` a chemically sane geometry of ``mol``? Returns ``(ok, reason)``.
 
     PoseBusters-style checks of :mod:`molediff.chem.validity` (finite coordinates, bond lengths and
     angles within the distance-geometry bounds, no clashes, planarity); stereo is judged separately
-    by :mod:`molediff.chem.stereo`, which can also repair mirror images.
+    by :mod:`molediff.chem.stereo`, which can also repair mirror images. Pass ``checker`` (a
+    :class:`~molediff.chem.validity.ValidityChecker` of ``mol``) to reuse its bounds across conformers.
     """
     from molediff.chem.validity import ValidityChecker
 
     if not np.all(np.isfinite(coords)):
         return False, "non-finite coordinates"
-    result = ValidityChecker(mol)(np.asarray(coords, dtype=np.float64))
+    result = (checker or ValidityChecker(mol))(np.asarray(coords, dtype=np.float64))
     failed = [name for name in result.failed if name != "stereo"]
     return (not failed), ", ".join(f"{name} check failed" for name in failed)
 
@@ -125,10 +126,20 @@ class _Job:
     bad_geometry: int = 0
     raw_stereo: list = field(default_factory=list)  # round-0 correctness before the mirror fix
     flagged: int = 0
+    _checker: object = None
 
     @property
     def mol(self) -> Chem.Mol:
         return self.prep.mol
+
+    @property
+    def checker(self):
+        """The molecule's validity checker, built once (its bounds matrix is the costly part)."""
+        if self._checker is None:
+            from molediff.chem.validity import ValidityChecker
+
+            self._checker = ValidityChecker(self.mol)
+        return self._checker
 
 
 def _round_seed(seed: int, start: int, rnd: int) -> int:
@@ -206,7 +217,7 @@ def _consider(job: _Job, coords: np.ndarray, rnd: int, call_seed: int, on_invali
         if relaxed is not None:
             (fixed, energy), relaxed_by = relaxed, relax
             status = "ok" if st.check_coords(job.ref, fixed) else "wrong"
-    geo_ok, reason = geometry_check(job.mol, fixed)
+    geo_ok, reason = geometry_check(job.mol, fixed, job.checker)
     stereo_ok = status != "wrong"
     job.wrong_stereo += not stereo_ok
     job.bad_geometry += not geo_ok
