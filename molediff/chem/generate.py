@@ -185,7 +185,7 @@ def _relaxed(job: _Job, coords: np.ndarray, method: str) -> tuple[np.ndarray, di
     conf.SetPositions(coords)
     mol.AddConformer(conf, assignId=True)
     try:
-        relax_conformers(mol, method=method, reference=job.ref)
+        relax_conformers(mol, method=method, reference=job.ref, checker=job.checker)
     except MolediffInputError as err:  # e.g. no MMFF94 parameters: keep the sampled geometry
         if not any(w.startswith("not relaxed") for w in job.result.warnings):
             job.result.warnings.append(f"not relaxed: {err.reason}")

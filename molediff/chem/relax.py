@@ -31,7 +31,7 @@ def require_xtb():
 
 
 def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max_iters: int = 500,
-                     fmax: float = 0.05) -> list[float]:
+                     fmax: float = 0.05, checker=None) -> list[float]:
     """Relax every conformer of ``mol`` in place and re-check it.
 
     Parameters
@@ -46,6 +46,8 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
         Optimiser iterations per conformer.
     fmax : float
         Force threshold in eV/Å for the xTB optimisation.
+    checker : molediff.chem.validity.ValidityChecker, optional
+        A checker of ``mol`` to reuse (built once here otherwise).
 
     Returns
     -------
@@ -61,10 +63,12 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
     """
     from molediff.chem import stereo as st
     from molediff.chem.generate import geometry_check
+    from molediff.chem.validity import ValidityChecker
 
     if method not in RELAX_METHODS:
         raise ValueError(f"method must be one of {RELAX_METHODS}, got {method!r}")
     ref = reference if reference is not None else st.stereo_reference(mol)
+    checker = checker or ValidityChecker(mol)
     energies = []
     step = _mmff(mol, max_iters) if method == "mmff" else _xtb(mol, max_iters, fmax)
     for conf in mol.GetConformers():
@@ -77,7 +81,7 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
             energies.append(float("nan"))
             continue
         stereo_ok = st.check_coords(ref, after)
-        geo_ok, reason = geometry_check(mol, after)
+        geo_ok, reason = geometry_check(mol, after, checker)
         conf.SetProp("molediff_relaxed", method)
         conf.SetProp("molediff_energy_kcal" if method == "mmff" else "molediff_energy_ev", f"{energy:.6f}")
         conf.SetProp("molediff_stereo_ok", str(int(stereo_ok)))
