@@ -1,0 +1,74 @@
+"""Continue a training run for a fixed wall-clock budget, sizing the LR schedule to the hardware.
+
+A GPU window is short and its throughput is not known in advance. ``molediff train --max-minutes``
+alone would stop mid-schedule (the cosine decay spans ``training.steps``), so this driver
+
+1. resumes the run and trains ``--probe-steps`` steps under the config's schedule length,
+2. measures the step rate of that probe (CUDA warm-up included, so the estimate is conservative),
+3. sets ``training.steps`` so that the cosine decay ends just inside the remaining budget, and
+   resumes again to finish (``training.max_minutes`` stays as a hard stop).
+
+The checkpoints are ordinary trainer checkpoints: a later run (GPU or CPU) resumes from them with
+``molediff train CONFIG --out RUN --resume``. Both phases are logged to ``RUN/log.jsonl``.
+
+Example
+-------
+::
+
+    python scripts/train_for_minutes.py configs/conformer_egnn.yaml --out training_state/qm9_egnn \\
+        --minutes 7.5 --set training.batch_size=256 --set data.packed_train=qm9_train.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from molediff.training.checkpoint import CheckpointManager
+from molediff.training.config import load_config
+from molediff.training.trainer import Trainer
+
+
+def _train(config: str, out: str, overrides: list[str], max_steps: int | None) -> tuple[Trainer, float]:
+    cfg = load_config(config, [*overrides, f"output_dir={out}", "training.progress=false"])
+    t0 = time.monotonic()
+    trainer = Trainer(cfg, resume=True, max_steps=max_steps)
+    trainer.fit()
+    return trainer, time.monotonic() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("--out", required=True, help="run folder (resumed from its newest checkpoint)")
+    parser.add_argument("--minutes", type=float, required=True, help="wall-clock budget for both phases")
+    parser.add_argument("--probe-steps", type=int, default=300)
+    parser.add_argument("--safety", type=float, default=0.92, help="fraction of the estimated steps to schedule")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    start = time.monotonic()
+    budget_s = 60.0 * args.minutes
+    provisional = load_config(args.config, args.overrides).training.steps
+    saved = CheckpointManager(Path(args.out) / "checkpoints").steps()
+    first = max(saved) if saved else 0  # the step the probe resumes from
+    t_probe = time.monotonic()
+    trainer, _ = _train(args.config, args.out, args.overrides, first + args.probe_steps)
+    rate = args.probe_steps / (time.monotonic() - t_probe)
+    remaining = budget_s - (time.monotonic() - start)
+    total = trainer.step + int(args.safety * rate * remaining)
+    minutes_left = max(0.5, remaining / 60.0)
+    print(json.dumps({"resumed_at": first, "probe_steps_per_s": round(rate, 2), "seconds_left": round(remaining, 1),
+                      "scheduled_total_steps": total}), flush=True)
+    del trainer
+    trainer, elapsed = _train(args.config, args.out,
+                              [*args.overrides, f"training.steps={total}", f"training.max_minutes={minutes_left}"], None)
+    print(json.dumps({"final_step": trainer.step, "phase2_s": round(elapsed, 1),
+                      "total_s": round(time.monotonic() - start, 1)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
