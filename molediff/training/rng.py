@@ -85,7 +85,14 @@ def restore_rng_state(
         key = f"gen.{name}"
         if key not in state:
             raise KeyError(f"RNG state for generator {name!r} is missing from the checkpoint")
-        gen.set_state(state[key].cpu())
+        saved = state[key].cpu()
+        if saved.numel() != gen.get_state().numel():  # saved on another device type (CPU <-> CUDA)
+            seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(int(saved.sum()))))
+            warnings.warn(f"RNG state of generator {name!r} was saved on another device type; reseeded from it",
+                          stacklevel=2)
+            gen.manual_seed(seed)
+            continue
+        gen.set_state(saved)
 
 
 def seed_everything(seed: int) -> None:
