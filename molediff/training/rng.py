@@ -71,7 +71,12 @@ def capture_rng_state(generators: Mapping[str, torch.Generator] | None = None) -
 def restore_rng_state(
     state: Mapping[str, torch.Tensor], generators: Mapping[str, torch.Generator] | None = None
 ) -> None:
-    """Inverse of :func:`capture_rng_state`; CUDA states are restored if the device count matches."""
+    """Inverse of :func:`capture_rng_state`; CUDA states are restored if the device count matches.
+
+    A generator whose saved state has another size (it was saved on another device type: a CPU run
+    resumed on a GPU, or back) cannot take that state; it is reseeded deterministically from the
+    saved bytes, with a warning, so such a resume is reproducible but not bitwise that of one device.
+    """
     torch.set_rng_state(state["torch_cpu"].to(torch.uint8).cpu())
     _set_numpy_state(state["numpy"])
     _set_python_state(state["python"])
