@@ -84,7 +84,7 @@ def sweep(model, mols, k: int, samplers: list[str], budgets: list[int], seed: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="runs/conformer_egnn")
+    parser.add_argument("--model", default=None, help="exported model, checkpoint or run folder (default: the shipped qm9_egnn)")
     parser.add_argument("--split", choices=("test", "valid"), default="test", help="split of the main table")
     parser.add_argument("--num-mols", type=int, default=200)
     parser.add_argument("-k", "--num-confs", type=int, default=10)
