@@ -42,13 +42,34 @@ class EGNNLayer(nn.Module):
         self.phi_h = MLP([2 * hidden, hidden, hidden]) if update_features else None
         self.norm = nn.LayerNorm(hidden) if update_features else None
 
+    def messages(self, h: Tensor, src: Tensor, dst: Tensor, pair: Tensor) -> Tensor:
+        """``phi_e(cat[h_dst, h_src, pair])`` with the first linear layer split by input block.
+
+        ``W [h_i; h_j; p_ij] = (W_1 h)_i + (W_2 h)_j + W_3 p_ij``: the node blocks are multiplied once
+        per node and gathered, instead of once per edge on a ``[E, 2 hidden + ...]`` concatenation.
+        Same function and parameters as the concatenated form, about half the edge FLOPs.
+
+        Shapes
+        ------
+        ``h: [N, hidden]``, ``src, dst: [E]``, ``pair: [E, 1 + edge_dim]`` -> ``[E, hidden]``.
+        """
+        first = self.phi_e[0]
+        hidden = h.shape[-1]
+        w = first.weight
+        node = h @ torch.cat([w[:, :hidden], w[:, hidden : 2 * hidden]], dim=0).T  # [N, 2 out]
+        to_dst, to_src = node.split(first.out_features, dim=-1)
+        pre = torch.addmm(first.bias, pair, w[:, 2 * hidden :].T) + to_dst[dst] + to_src[src]
+        for module in list(self.phi_e)[1:]:
+            pre = module(pre)
+        return pre
+
     def forward(
         self, h: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, weight: Tensor, inv_deg: Tensor
     ) -> tuple[Tensor, Tensor]:
         src, dst = edge_index
         rel = x[dst] - x[src]
         sq = (rel * rel).sum(-1, keepdim=True)
-        m = self.phi_e(torch.cat([h[dst], h[src], sq, edge_attr], dim=-1)) * weight
+        m = self.messages(h, src, dst, torch.cat([sq, edge_attr], dim=-1)) * weight
         step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * self.phi_x(m) * weight
         dx = torch.zeros_like(x).index_add_(0, dst, step) * inv_deg
         if self.phi_h is None:
