@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"[evaluate] {msg}", file=sys.stderr, flush=True))
     model, model_info = None, {}
-    if any(m.startswith("model") or m == "product" for m in methods):
+    if any(m.startswith(("model", "unguided")) or m == "product" for m in methods):
         from molediff.chem.checkpoint_loading import load_model_for_evaluation
 
         try:

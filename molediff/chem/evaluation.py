@@ -42,7 +42,7 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
            "select_molecules", "score_molecule", "score_coordinates", "aggregate", "run_model", "run_etkdg",
            "relax_all", "run_product", "evaluate"]
 
-METHODS = ("model", "model+mmff", "product", "etkdg", "etkdg+mmff")
+METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]
@@ -188,10 +188,16 @@ def aggregate(method: str, scores: Sequence[MoleculeScore], k: int, seconds: flo
 
 # ----------------------------------------------------------------------------- generators
 def run_model(model: Any, mols: Sequence[EvalMolecule], k: int, *, sampler: str | None = None,
-              steps: int | None = None, seed: int = 0, device: str | None = None) -> tuple[list[np.ndarray], float]:
-    """Sample K conformers per molecule in one batched call; returns ``([K, N, 3] arrays, seconds)``."""
+              steps: int | None = None, seed: int = 0, device: str | None = None,
+              stereo_guidance: bool = True) -> tuple[list[np.ndarray], float]:
+    """Sample K conformers per molecule in one batched call; returns ``([K, N, 3] arrays, seconds)``.
+
+    ``stereo_guidance=False`` gives the network's unguided output (method ``unguided``).
+    """
     templates = [m.template for m in mols]
     kwargs: dict[str, Any] = {"steps": steps, "seed": seed, "device": device}
+    if not stereo_guidance:
+        kwargs["stereo_guidance"] = False
     if sampler is not None:
         kwargs["sampler"] = sampler
     t0 = time.perf_counter()
@@ -293,7 +299,7 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if model is None and any(m.startswith("model") or m == "product" for m in methods):
+    if model is None and any(m.startswith(("model", "unguided")) or m == "product" for m in methods):
         raise ValueError("model methods need a model")
     say = log or (lambda _msg: None)
     rows: list[EvaluationRow] = []
@@ -303,8 +309,9 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
     def base(name: str) -> tuple[list[np.ndarray], float]:
         if name not in generated:
             say(f"generating: {name} ({len(mols)} molecules x {k})")
-            generated[name] = (run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device)
-                               if name == "model" else run_etkdg(mols, k, seed=seed, threads=threads))
+            generated[name] = (run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device,
+                                         stereo_guidance=name == "model")
+                               if name in ("model", "unguided") else run_etkdg(mols, k, seed=seed, threads=threads))
         return generated[name]
 
     for method in methods:

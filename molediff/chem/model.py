@@ -27,6 +27,8 @@ from molediff.core.spaces import CenteredSpace
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
+    from molediff.chem.stereo_guidance import TetrahedralConstraints
+
 __all__ = [
     "NETWORKS",
     "ConformerModelConfig",
@@ -146,6 +148,7 @@ class ConformerModel(nn.Module):
         sampler: str | None = None,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        chirality: "TetrahedralConstraints | None" = None,
         **sampler_kwargs: Any,
     ) -> Tensor:
         """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
@@ -156,6 +159,9 @@ class ConformerModel(nn.Module):
             ``node_attr``, ``edge_index``, ``edge_attr``, ``batch`` of the batch (on the model's device).
         sampler : str
             A name in :data:`molediff.core.samplers.SAMPLERS` (default: the model's ``default_sampler``).
+        chirality : TetrahedralConstraints, optional
+            Specified tetrahedral centres of the batch (global atom indices); when given, sampling is
+            guided toward them (:mod:`molediff.chem.stereo_guidance`).
 
         Returns
         -------
@@ -170,7 +176,14 @@ class ConformerModel(nn.Module):
         space = CenteredSpace(batch)
         sig = self.sigmas(steps, device=device)
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
-        return SAMPLERS[name](self, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
+        denoiser: Any = self
+        if chirality is not None and len(chirality):
+            from molediff.chem.stereo_guidance import DEFAULT_CHIRALITY_GUIDANCE as G, chirality_penalty
+            from molediff.core.guidance import PenaltyGuidance
+
+            denoiser = PenaltyGuidance(self, chirality_penalty(chirality, G["margin"]), sigma_range=G["sigma_range"],
+                                       iters=G["iters"], step_size=G["step_size"])
+        return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
 
     @torch.no_grad()
     def sample(
@@ -183,12 +196,16 @@ class ConformerModel(nn.Module):
         seed: int | None = None,
         device: str | torch.device | None = None,
         max_atoms_per_batch: int = 20000,
+        stereo_guidance: bool = True,
     ) -> list[np.ndarray]:
         """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
 
+        ``stereo_guidance`` steers sampling toward the specified tetrahedral centres (chirality tags of
+        the input; :mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
+        from molediff.chem.stereo_guidance import TetrahedralConstraints, tetrahedral_constraints
 
         if num_confs < 1:
             raise ValueError(f"num_confs must be >= 1, got {num_confs}")
@@ -197,6 +214,7 @@ class ConformerModel(nn.Module):
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
         graphs = [featurize(mol, elements=self.config.elements) for mol in mols]
+        centres = [tetrahedral_constraints(mol) for mol in mols] if stereo_guidance else None
         # one graph per (molecule, conformer); chunk by atom count to bound memory
         jobs = [(m, k) for m in range(len(graphs)) for k in range(num_confs)]
         out = [np.empty((num_confs, g.z.numel(), 3)) for g in graphs]
@@ -209,8 +227,10 @@ class ConformerModel(nn.Module):
             chunk = jobs[start:stop]
             b = collate([graphs[m] for m, _ in chunk]).to(device)
             cond = {"node_attr": b.node_attr, "edge_index": b.edge_index, "edge_attr": b.edge_attr, "batch": b.batch}
-            pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator).double().cpu()
             sizes = [graphs[m].z.numel() for m, _ in chunk]
+            chirality = TetrahedralConstraints.concat([centres[m] for m, _ in chunk], sizes) if centres else None
+            pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
+                                     chirality=chirality).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()
             start = stop

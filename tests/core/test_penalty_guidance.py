@@ -1,0 +1,42 @@
+"""PenaltyGuidance: a constraint on the denoiser's estimate, applied only inside its σ range."""
+
+import pytest
+import torch
+
+from molediff.core.guidance import PenaltyGuidance
+
+
+def _shrink(x, sigma, **cond):
+    return 0.5 * x
+
+
+def _above_one(y):  # feasible set: every entry >= 1
+    return torch.relu(1.0 - y).square().sum()
+
+
+def test_corrects_the_estimate_inside_the_range_only():
+    guided = PenaltyGuidance(_shrink, _above_one, sigma_range=(0.1, 2.0), iters=50, step_size=0.2)
+    x = torch.full((4, 3), -2.0)
+    inside = guided(x, torch.full((4,), 1.0))
+    outside = guided(x, torch.full((4,), 5.0))
+    torch.testing.assert_close(outside, _shrink(x, None))
+    assert _above_one(inside) < 1e-6 < _above_one(_shrink(x, None))
+
+
+def test_feasible_estimates_are_left_alone():
+    guided = PenaltyGuidance(_shrink, _above_one, iters=10, step_size=0.5)
+    x = torch.full((3, 2), 4.0)
+    torch.testing.assert_close(guided(x, torch.ones(3)), _shrink(x, None))
+
+
+def test_gradient_tracking_is_not_required_by_the_caller():
+    guided = PenaltyGuidance(_shrink, _above_one, iters=3)
+    with torch.no_grad():
+        out = guided(torch.zeros(2, 3), torch.ones(2))
+    assert not out.requires_grad and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kwargs", [{"iters": -1}, {"step_size": 0.0}, {"sigma_range": (2.0, 1.0)}])
+def test_bad_settings_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        PenaltyGuidance(_shrink, _above_one, **kwargs)
