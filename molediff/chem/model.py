@@ -181,7 +181,9 @@ class ConformerModel(nn.Module):
             from molediff.chem.stereo_guidance import DEFAULT_CHIRALITY_GUIDANCE as G, chirality_penalty
             from molediff.core.guidance import PenaltyGuidance
 
-            denoiser = PenaltyGuidance(self, chirality_penalty(chirality, G["margin"]), sigma_range=G["sigma_range"],
+            denoiser = PenaltyGuidance(self, chirality_penalty(chirality, G["margin"], G["dihedral_margin"],
+                                                                   G["planar_margin"]),
+                                       sigma_range=G["sigma_range"],
                                        iters=G["iters"], step_size=G["step_size"])
         return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
 

@@ -7,8 +7,8 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.stereo import check_coords, stereo_reference
-from molediff.chem.stereo_guidance import (TetrahedralConstraints, chirality_penalty, signed_volumes,
-                                           tetrahedral_constraints)
+from molediff.chem.stereo_guidance import (TetrahedralConstraints, chirality_penalty, dihedral_cosines,
+                                           signed_volumes, tetrahedral_constraints)
 
 CHIRAL = ["C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O", "C[C@@H]1C[C@H](O)[C@@H](C)O1", "O[C@H]1CC[C@@H](F)CC1",
           "C[C@]12CC[C@H](C1)C2(C)C", "N[C@@H](CO)[C@H](C)O"]
@@ -25,15 +25,35 @@ def test_sign_of_the_volume_matches_the_chiral_tag(smiles):
     """ETKDG honours chirality tags; T's sign must then equal the tag's sign, and flip in the mirror image."""
     mol = _embedded(smiles)
     cons = tetrahedral_constraints(mol)
-    assert len(cons) == sum(a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in mol.GetAtoms())
+    assert len(cons.quads) == sum(a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in mol.GetAtoms())
     pos = torch.tensor(mol.GetConformer().GetPositions())
     assert torch.equal(torch.sign(signed_volumes(pos, cons.quads)), cons.signs.double())
     assert torch.equal(torch.sign(signed_volumes(-pos, cons.quads)), -cons.signs.double())
 
 
-def test_molecules_without_specified_centres_have_no_constraints():
-    for smiles in ["CCO", "CC(N)C(=O)O", "c1ccccc1"]:  # the second has an unspecified centre
-        assert len(tetrahedral_constraints(Chem.AddHs(Chem.MolFromSmiles(smiles)))) == 0
+@pytest.mark.parametrize("smiles, cis", [("C/C=C/C", [-1.0]), ("C/C=C\\C", [1.0]), ("F/C(Cl)=C(/Br)I", [-1.0]),
+                                         ("C/N=C1/C=CCCCO1", [-1.0]), ("CCC/N=C(\\N)NC=O", [1.0]),
+                                         ("C/C=C/C=C\\C", [-1.0, 1.0])])
+def test_double_bond_constraints_agree_with_embedded_geometry(smiles, cis):
+    """ETKDG honours E/Z: the cosine of each constrained dihedral has the constraint's sign."""
+    mol = _embedded(smiles)
+    cons = tetrahedral_constraints(mol)
+    assert cons.cis.tolist() == cis
+    cosines = dihedral_cosines(torch.tensor(mol.GetConformer().GetPositions()), cons.dihedrals)
+    assert torch.all(cosines * cons.cis.double() > 0.9)
+
+
+def test_molecules_without_specified_stereo_have_no_stereo_constraints():
+    for smiles in ["CCO", "CC(N)C(=O)O", "c1ccccc1", "CC=CC"]:  # an unspecified centre; an unspecified C=C
+        cons = tetrahedral_constraints(Chem.AddHs(Chem.MolFromSmiles(smiles)))
+        assert len(cons.quads) == 0 and len(cons.dihedrals) == 0
+        assert (len(cons.planar) == 4) == (smiles == "CC=CC") and not cons.planar_sign.any()
+
+
+def test_planarity_signs_follow_the_specified_pair():
+    cons = tetrahedral_constraints(Chem.AddHs(Chem.MolFromSmiles("F/C(Cl)=C(/Br)I")))  # F, Br trans
+    signs = {(a, d): s for (a, _, _, d), s in zip(cons.planar.tolist(), cons.planar_sign.tolist())}
+    assert signs == {(0, 4): -1.0, (0, 5): 1.0, (2, 4): 1.0, (2, 5): -1.0}
 
 
 def test_penalty_is_zero_when_right_and_descending_it_repairs_a_mirror_image():
@@ -54,9 +74,11 @@ def test_penalty_is_zero_when_right_and_descending_it_repairs_a_mirror_image():
 
 def test_concat_offsets_each_part():
     a = TetrahedralConstraints(torch.tensor([[0, 1, 2, 3]]), torch.tensor([1.0]))
-    b = TetrahedralConstraints(torch.tensor([[1, 2, 3, 4]]), torch.tensor([-1.0]))
+    b = TetrahedralConstraints(torch.tensor([[1, 2, 3, 4]]), torch.tensor([-1.0]), torch.tensor([[0, 1, 2, 3]]),
+                               torch.tensor([1.0]))
     both = TetrahedralConstraints.concat([a, b], [5, 7])
     assert both.quads.tolist() == [[0, 1, 2, 3], [6, 7, 8, 9]] and both.signs.tolist() == [1.0, -1.0]
+    assert both.dihedrals.tolist() == [[5, 6, 7, 8]] and both.cis.tolist() == [1.0] and len(both) == 3
     assert len(TetrahedralConstraints.concat([], [])) == 0
 
 
@@ -72,3 +94,21 @@ def test_guided_sampling_of_the_shipped_model_gets_the_centres_right():
         ok[guided] = np.mean([check_coords(stereo_reference(m), x) for m, c in zip(mols, out) for x in c])
     assert ok[True] >= 0.9
     assert ok[True] > ok[False] + 0.3  # unguided, an E(3) network gets about half of the mirror images
+
+
+def test_descending_the_penalty_repairs_a_twisted_double_bond():
+    mol = _embedded("C/C=C/C(C)O")
+    ref, cons = stereo_reference(mol), tetrahedral_constraints(mol)
+    penalty = chirality_penalty(cons)
+    pos = torch.tensor(mol.GetConformer().GetPositions())
+    a, b, c, d = cons.dihedrals[0].tolist()
+    other = [n.GetIdx() for n in mol.GetAtomWithIdx(c).GetNeighbors() if n.GetIdx() not in (b, d)][0]
+    twisted = pos.clone()  # swap the two substituents of c: cis <-> trans
+    twisted[d], twisted[other] = pos[other], pos[d]
+    assert float(penalty(pos)) == 0.0 and float(penalty(twisted)) > 0.0
+    y = twisted
+    for _ in range(300):
+        y.requires_grad_(True)
+        (g,) = torch.autograd.grad(penalty(y), y)
+        y = (y - 0.05 * g).detach()
+    assert float(penalty(y)) == 0.0
