@@ -288,5 +288,5 @@ def load_conformer_model(name_or_path: str | Path | None = None, device: str | t
     model = ConformerModel(ConformerModelConfig.from_dict(model_cfg))
     state = load_file(str(meta_path.with_suffix(".safetensors")))
     model.load_state_dict(state)
-    model.card = meta.get("card", {})  # type: ignore[attr-defined]
+    model.card = {"step": meta.get("step"), **meta.get("card", {})}  # type: ignore[attr-defined]
     return model.to(device or "cpu").eval()

@@ -118,6 +118,7 @@ def test_shipped_model_generates_valid_stereo_correct_conformers():
 
     model = load_conformer_model()
     assert model.name == "molediff-qm9-egnn" and model.elements == ("H", "C", "N", "O", "F")
+    assert model.card["step"] > 0  # the training step of the export, read from its JSON
     mol = generate_conformers("C[C@H](N)C(=O)O", 4, seed=0, model=model)
     assert mol.GetNumConformers() >= 1
     assert all(c.GetProp("molediff_stereo_ok") == "1" for c in mol.GetConformers())
