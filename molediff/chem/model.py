@@ -27,7 +27,7 @@ from molediff.core.spaces import CenteredSpace
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
-    from molediff.chem.stereo_guidance import TetrahedralConstraints
+    from molediff.chem.stereo_guidance import GuidanceConstraints
 
 __all__ = [
     "NETWORKS",
@@ -148,7 +148,7 @@ class ConformerModel(nn.Module):
         sampler: str | None = None,
         steps: int | None = None,
         generator: torch.Generator | None = None,
-        chirality: "TetrahedralConstraints | None" = None,
+        constraints: "GuidanceConstraints | None" = None,
         **sampler_kwargs: Any,
     ) -> Tensor:
         """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
@@ -159,9 +159,9 @@ class ConformerModel(nn.Module):
             ``node_attr``, ``edge_index``, ``edge_attr``, ``batch`` of the batch (on the model's device).
         sampler : str
             A name in :data:`molediff.core.samplers.SAMPLERS` (default: the model's ``default_sampler``).
-        chirality : TetrahedralConstraints, optional
-            Specified tetrahedral centres of the batch (global atom indices); when given, sampling is
-            guided toward them (:mod:`molediff.chem.stereo_guidance`).
+        constraints : GuidanceConstraints, optional
+            Stereo and local-geometry constraints of the batch (global atom indices); when given,
+            sampling is guided toward them (:mod:`molediff.chem.stereo_guidance`).
 
         Returns
         -------
@@ -177,14 +177,13 @@ class ConformerModel(nn.Module):
         sig = self.sigmas(steps, device=device)
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
         denoiser: Any = self
-        if chirality is not None and len(chirality):
-            from molediff.chem.stereo_guidance import DEFAULT_CHIRALITY_GUIDANCE as G, chirality_penalty
+        if constraints is not None and len(constraints):
+            from molediff.chem.stereo_guidance import DEFAULT_STEREO_GUIDANCE as G, guidance_penalty
             from molediff.core.guidance import PenaltyGuidance
 
-            denoiser = PenaltyGuidance(self, chirality_penalty(chirality, G["margin"], G["dihedral_margin"],
-                                                                   G["planar_margin"]),
-                                       sigma_range=G["sigma_range"],
-                                       iters=G["iters"], step_size=G["step_size"])
+            penalty = guidance_penalty(constraints, G["margin"], G["planar_margin"], G["distance_weight"])
+            denoiser = PenaltyGuidance(self, penalty, sigma_range=G["sigma_range"], iters=G["iters"],
+                                       step_size=G["step_size"], max_move=G["max_move"])
         return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
 
     @torch.no_grad()
@@ -202,12 +201,13 @@ class ConformerModel(nn.Module):
     ) -> list[np.ndarray]:
         """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
 
-        ``stereo_guidance`` steers sampling toward the specified tetrahedral centres (chirality tags of
-        the input; :mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
+        ``stereo_guidance`` steers sampling toward the input's specified tetrahedral centres and E/Z bonds,
+        with planar double bonds and bond lengths and angles inside RDKit's bounds
+        (:mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
-        from molediff.chem.stereo_guidance import TetrahedralConstraints, tetrahedral_constraints
+        from molediff.chem.stereo_guidance import GuidanceConstraints, guidance_constraints
 
         if num_confs < 1:
             raise ValueError(f"num_confs must be >= 1, got {num_confs}")
@@ -216,7 +216,7 @@ class ConformerModel(nn.Module):
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
         graphs = [featurize(mol, elements=self.config.elements) for mol in mols]
-        centres = [tetrahedral_constraints(mol) for mol in mols] if stereo_guidance else None
+        per_mol = [guidance_constraints(mol) for mol in mols] if stereo_guidance else None
         # one graph per (molecule, conformer); chunk by atom count to bound memory
         jobs = [(m, k) for m in range(len(graphs)) for k in range(num_confs)]
         out = [np.empty((num_confs, g.z.numel(), 3)) for g in graphs]
@@ -230,9 +230,9 @@ class ConformerModel(nn.Module):
             b = collate([graphs[m] for m, _ in chunk]).to(device)
             cond = {"node_attr": b.node_attr, "edge_index": b.edge_index, "edge_attr": b.edge_attr, "batch": b.batch}
             sizes = [graphs[m].z.numel() for m, _ in chunk]
-            chirality = TetrahedralConstraints.concat([centres[m] for m, _ in chunk], sizes) if centres else None
+            constraints = GuidanceConstraints.concat([per_mol[m] for m, _ in chunk], sizes) if per_mol else None
             pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
-                                     chirality=chirality).double().cpu()
+                                     constraints=constraints).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()
             start = stop

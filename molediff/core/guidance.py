@@ -161,6 +161,9 @@ class PenaltyGuidance(nn.Module):
         ``[σ_lo, σ_hi]`` in which the correction is applied (inclusive).
     iters, step_size : int, float
         Gradient steps per call and their size.
+    max_move : float, optional
+        Cap on the length of each row's move per step (rows of ``x`` are points: an atom moves at most
+        this far), so a stiff penalty cannot blow up the estimate.
 
     Shapes
     ------
@@ -170,14 +173,17 @@ class PenaltyGuidance(nn.Module):
     def __init__(
         self, denoiser: Callable, penalty: Callable[[Tensor], Tensor], *,
         sigma_range: tuple[float, float] = (0.0, float("inf")), iters: int = 10, step_size: float = 0.1,
+        max_move: float | None = None,
     ) -> None:
         super().__init__()
         if iters < 0 or step_size <= 0:
             raise ValueError(f"need iters >= 0 and step_size > 0, got {iters}, {step_size}")
         if not 0.0 <= sigma_range[0] <= sigma_range[1]:
             raise ValueError(f"sigma_range must be (lo, hi) with 0 <= lo <= hi, got {sigma_range}")
+        if max_move is not None and max_move <= 0:
+            raise ValueError(f"max_move must be > 0 or None, got {max_move}")
         self.denoiser, self.penalty = denoiser, penalty
-        self.sigma_range, self.iters, self.step_size = sigma_range, iters, step_size
+        self.sigma_range, self.iters, self.step_size, self.max_move = sigma_range, iters, step_size, max_move
 
     def forward(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
         x0 = self.denoiser(x, sigma, **cond)
@@ -189,5 +195,9 @@ class PenaltyGuidance(nn.Module):
             with torch.enable_grad():
                 y = y.requires_grad_(True)
                 (grad,) = torch.autograd.grad(self.penalty(y), y)
-            y = (y - self.step_size * grad).detach()
+            move = self.step_size * grad
+            if self.max_move is not None:
+                norm = move.flatten(1).norm(dim=1).clamp_min(1e-12)
+                move = move * append_dims(torch.clamp(self.max_move / norm, max=1.0), move.ndim)
+            y = (y - move).detach()
         return y

@@ -1,4 +1,4 @@
-"""Chirality guidance: sign convention against RDKit, penalty, and guided sampling of the shipped model."""
+"""Stereo guidance: sign conventions against RDKit, the penalty's terms, and guided sampling of the shipped model."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.stereo import check_coords, stereo_reference
-from molediff.chem.stereo_guidance import (TetrahedralConstraints, chirality_penalty, dihedral_cosines,
-                                           signed_volumes, tetrahedral_constraints)
+from molediff.chem.stereo_guidance import (GuidanceConstraints, dihedral_cosines, double_bond_constraints,
+                                           guidance_constraints, guidance_penalty, signed_volumes)
 
 CHIRAL = ["C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O", "C[C@@H]1C[C@H](O)[C@@H](C)O1", "O[C@H]1CC[C@@H](F)CC1",
           "C[C@]12CC[C@H](C1)C2(C)C", "N[C@@H](CO)[C@H](C)O"]
@@ -24,7 +24,7 @@ def _embedded(smiles: str) -> Chem.Mol:
 def test_sign_of_the_volume_matches_the_chiral_tag(smiles):
     """ETKDG honours chirality tags; T's sign must then equal the tag's sign, and flip in the mirror image."""
     mol = _embedded(smiles)
-    cons = tetrahedral_constraints(mol)
+    cons = guidance_constraints(mol)
     assert len(cons.quads) == sum(a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in mol.GetAtoms())
     pos = torch.tensor(mol.GetConformer().GetPositions())
     assert torch.equal(torch.sign(signed_volumes(pos, cons.quads)), cons.signs.double())
@@ -37,29 +37,33 @@ def test_sign_of_the_volume_matches_the_chiral_tag(smiles):
 def test_double_bond_constraints_agree_with_embedded_geometry(smiles, cis):
     """ETKDG honours E/Z: the cosine of each constrained dihedral has the constraint's sign."""
     mol = _embedded(smiles)
-    cons = tetrahedral_constraints(mol)
-    assert cons.cis.tolist() == cis
-    cosines = dihedral_cosines(torch.tensor(mol.GetConformer().GetPositions()), cons.dihedrals)
-    assert torch.all(cosines * cons.cis.double() > 0.9)
+    dihedrals, signs = double_bond_constraints(mol)
+    assert signs.tolist() == cis
+    cosines = dihedral_cosines(torch.tensor(mol.GetConformer().GetPositions()), dihedrals)
+    assert torch.all(cosines * signs.double() > 0.9)
+    cons = guidance_constraints(mol)  # every pair across those bonds is signed, and right in the embedding
+    planar_cos = dihedral_cosines(torch.tensor(mol.GetConformer().GetPositions()), cons.planar)
+    signed = cons.planar_sign != 0
+    assert signed.sum() >= len(cis) and torch.all(planar_cos[signed] * cons.planar_sign[signed].double() > 0.9)
 
 
 def test_molecules_without_specified_stereo_have_no_stereo_constraints():
     for smiles in ["CCO", "CC(N)C(=O)O", "c1ccccc1", "CC=CC"]:  # an unspecified centre; an unspecified C=C
-        cons = tetrahedral_constraints(Chem.AddHs(Chem.MolFromSmiles(smiles)))
-        assert len(cons.quads) == 0 and len(cons.dihedrals) == 0
+        cons = guidance_constraints(Chem.AddHs(Chem.MolFromSmiles(smiles)))
+        assert len(cons.quads) == 0
         assert (len(cons.planar) == 4) == (smiles == "CC=CC") and not cons.planar_sign.any()
 
 
 def test_planarity_signs_follow_the_specified_pair():
-    cons = tetrahedral_constraints(Chem.AddHs(Chem.MolFromSmiles("F/C(Cl)=C(/Br)I")))  # F, Br trans
+    cons = guidance_constraints(Chem.AddHs(Chem.MolFromSmiles("F/C(Cl)=C(/Br)I")))  # F, Br trans
     signs = {(a, d): s for (a, _, _, d), s in zip(cons.planar.tolist(), cons.planar_sign.tolist())}
     assert signs == {(0, 4): -1.0, (0, 5): 1.0, (2, 4): 1.0, (2, 5): -1.0}
 
 
 def test_penalty_is_zero_when_right_and_descending_it_repairs_a_mirror_image():
     mol = _embedded("C[C@@H]1C[C@H](O)[C@@H](C)O1")
-    ref, cons = stereo_reference(mol), tetrahedral_constraints(mol)
-    penalty = chirality_penalty(cons, margin=3.0)
+    ref, cons = stereo_reference(mol), guidance_constraints(mol)
+    penalty = guidance_penalty(cons, margin=3.0, distance_weight=0.0)  # the mirror image keeps every distance
     right = torch.tensor(mol.GetConformer().GetPositions())
     assert float(penalty(right)) == 0.0
     y = -right
@@ -73,13 +77,32 @@ def test_penalty_is_zero_when_right_and_descending_it_repairs_a_mirror_image():
 
 
 def test_concat_offsets_each_part():
-    a = TetrahedralConstraints(torch.tensor([[0, 1, 2, 3]]), torch.tensor([1.0]))
-    b = TetrahedralConstraints(torch.tensor([[1, 2, 3, 4]]), torch.tensor([-1.0]), torch.tensor([[0, 1, 2, 3]]),
-                               torch.tensor([1.0]))
-    both = TetrahedralConstraints.concat([a, b], [5, 7])
-    assert both.quads.tolist() == [[0, 1, 2, 3], [6, 7, 8, 9]] and both.signs.tolist() == [1.0, -1.0]
-    assert both.dihedrals.tolist() == [[5, 6, 7, 8]] and both.cis.tolist() == [1.0] and len(both) == 3
-    assert len(TetrahedralConstraints.concat([], [])) == 0
+    a = guidance_constraints(Chem.AddHs(Chem.MolFromSmiles("C[C@H](N)O")))
+    b = guidance_constraints(Chem.AddHs(Chem.MolFromSmiles("C/C=C/C")))
+    n_a = 11
+    both = GuidanceConstraints.concat([a, b], [n_a, 12])
+    assert both.quads.tolist() == a.quads.tolist() and both.signs.tolist() == a.signs.tolist()
+    assert both.planar.tolist() == (b.planar + n_a).tolist() and both.planar_sign.tolist() == b.planar_sign.tolist()
+    assert both.pairs.tolist() == a.pairs.tolist() + (b.pairs + n_a).tolist()
+    assert len(both) == len(a) + len(b) and len(GuidanceConstraints.concat([], [])) == 0
+
+
+def test_distance_term_is_zero_inside_the_bounds_and_pulls_a_stretched_bond_back():
+    mol = _embedded("CCO")
+    cons = guidance_constraints(mol)
+    pos = torch.tensor(mol.GetConformer().GetPositions())
+    d = (pos[cons.pairs[:, 0]] - pos[cons.pairs[:, 1]]).norm(dim=-1)
+    assert torch.all((d >= cons.lower.double() - 0.05) & (d <= cons.upper.double() + 0.05))  # ETKDG obeys them
+    penalty = guidance_penalty(cons, distance_weight=1.0)
+    stretched = pos.clone()
+    stretched[2] = stretched[1] + 2.0 * (stretched[2] - stretched[1])  # C-O bond twice as long
+    assert float(penalty(stretched)) > float(penalty(pos)) + 0.1
+    y = stretched
+    for _ in range(200):
+        y.requires_grad_(True)
+        (g,) = torch.autograd.grad(penalty(y), y)
+        y = (y - 0.1 * g).detach()
+    assert abs(float((y[2] - y[1]).norm() - (pos[2] - pos[1]).norm())) < 0.1
 
 
 def test_guided_sampling_of_the_shipped_model_gets_the_centres_right():
@@ -98,10 +121,10 @@ def test_guided_sampling_of_the_shipped_model_gets_the_centres_right():
 
 def test_descending_the_penalty_repairs_a_twisted_double_bond():
     mol = _embedded("C/C=C/C(C)O")
-    ref, cons = stereo_reference(mol), tetrahedral_constraints(mol)
-    penalty = chirality_penalty(cons)
+    cons = guidance_constraints(mol)
+    penalty = guidance_penalty(cons, distance_weight=0.0)
     pos = torch.tensor(mol.GetConformer().GetPositions())
-    a, b, c, d = cons.dihedrals[0].tolist()
+    a, b, c, d = double_bond_constraints(mol)[0][0].tolist()
     other = [n.GetIdx() for n in mol.GetAtomWithIdx(c).GetNeighbors() if n.GetIdx() not in (b, d)][0]
     twisted = pos.clone()  # swap the two substituents of c: cis <-> trans
     twisted[d], twisted[other] = pos[other], pos[d]

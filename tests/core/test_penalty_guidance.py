@@ -40,3 +40,16 @@ def test_gradient_tracking_is_not_required_by_the_caller():
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):
         PenaltyGuidance(_shrink, _above_one, **kwargs)
+
+
+def test_max_move_caps_each_rows_step():
+    def steep(y):
+        return 1e6 * y.square().sum()
+
+    guided = PenaltyGuidance(lambda x, s, **c: x, steep, iters=1, step_size=1.0, max_move=0.25)
+    x = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
+    out = guided(x, torch.ones(2))
+    moved = (out - x).norm(dim=1)
+    torch.testing.assert_close(moved, torch.tensor([0.25, 0.0]))
+    with pytest.raises(ValueError):
+        PenaltyGuidance(_shrink, _above_one, max_move=0.0)
