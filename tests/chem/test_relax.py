@@ -1,0 +1,49 @@
+"""Force-field and tight-binding relaxation of conformers (molediff.chem.relax)."""
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import rdMolAlign
+
+from molediff.chem.relax import relax_conformers
+from molediff.data.g2 import load_g2
+
+NAMES = ["CH3CH2OH", "CH3COOH", "C6H6"]
+
+
+def _g2(names):
+    return [Chem.Mol(load_g2(names).mols[n]) for n in names]
+
+
+def _rms(a: Chem.Mol, b: Chem.Mol) -> float:
+    return rdMolAlign.AlignMol(Chem.Mol(a), Chem.Mol(b))
+
+
+@pytest.mark.parametrize("method, tolerance", [("mmff", 0.15), ("xtb", 0.10)])
+def test_relaxing_a_reference_geometry_barely_moves_it(method, tolerance):
+    """G2 geometries are near minima of both MMFF94 and GFN2-xTB."""
+    if method == "xtb":
+        pytest.importorskip("tblite")
+    for mol in _g2(NAMES):
+        before = Chem.Mol(mol)
+        energies = relax_conformers(mol, method)
+        assert len(energies) == 1 and np.isfinite(energies[0])
+        assert 0.0 < _rms(mol, before) < tolerance
+
+
+@pytest.mark.parametrize("method", ["mmff", "xtb"])
+def test_relaxation_repairs_a_stretched_bond(method):
+    if method == "xtb":
+        pytest.importorskip("tblite")
+    mol = _g2(["CH3CH2OH"])[0]
+    pos = mol.GetConformer().GetPositions()
+    c, o = [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "C" and any(n.GetSymbol() == "O" for n in a.GetNeighbors())][0], \
+        [a.GetIdx() for a in mol.GetAtoms() if a.GetSymbol() == "O"][0]
+    ref_length = np.linalg.norm(pos[c] - pos[o])
+    stretched = pos.copy()
+    stretched[o] = pos[c] + 1.25 * (pos[o] - pos[c])
+    for i, p in enumerate(stretched):
+        mol.GetConformer().SetAtomPosition(i, p.tolist())
+    relax_conformers(mol, method)
+    new = mol.GetConformer().GetPositions()
+    assert abs(np.linalg.norm(new[c] - new[o]) - ref_length) < 0.05
