@@ -10,7 +10,7 @@ the penalty of :func:`guidance_penalty` is zero. Its terms:
   order) is the sign of ``T = (x_n1 - x_n0) · ((x_n2 - x_n0) × (x_n3 - x_n0))``: ``T > 0`` for
   ``CHI_TETRAHEDRAL_CW``, ``T < 0`` for ``CHI_TETRAHEDRAL_CCW`` (the tests check it on ETKDG geometries;
   against the tags RDKit perceives from QM9's DFT geometries it held for 15,883 of 15,917 centres; the
-  misses are inverted bridgeheads of strained bicycles, where the neighbours do not surround the centre). Hinge ``relu(margin - sign · T)``; |T| of an sp3 carbon's
+  miss inspected is an inverted bridgehead of a housane, where the neighbours do not surround the centre). Hinge ``relu(margin - sign · T)``; |T| of an sp3 carbon's
   four neighbours is about 6 Å³.
 * **Double bonds.** Every dihedral ``a-b=c-d`` across a non-aromatic double bond must be planar,
   ``|cos φ|`` near 1; where the input specifies E/Z, the sign too (``cos φ > 0`` cis): which pair is cis
