@@ -181,7 +181,8 @@ class ConformerModel(nn.Module):
             from molediff.chem.stereo_guidance import DEFAULT_STEREO_GUIDANCE as G, guidance_penalty
             from molediff.core.guidance import PenaltyGuidance
 
-            penalty = guidance_penalty(constraints, G["margin"], G["planar_margin"], G["distance_weight"])
+            penalty = guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
+                                       G["distance_weight"])
             denoiser = PenaltyGuidance(self, penalty, sigma_range=G["sigma_range"], iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
         return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)

@@ -10,8 +10,8 @@ the penalty of :func:`guidance_penalty` is zero. Its terms:
   order) is the sign of ``T = (x_n1 - x_n0) · ((x_n2 - x_n0) × (x_n3 - x_n0))``: ``T > 0`` for
   ``CHI_TETRAHEDRAL_CW``, ``T < 0`` for ``CHI_TETRAHEDRAL_CCW`` (the tests check it on ETKDG geometries;
   against the tags RDKit perceives from QM9's DFT geometries it held for 15,883 of 15,917 centres; the
-  miss inspected is an inverted bridgehead of a housane, where the neighbours do not surround the centre). Hinge ``relu(margin - sign · T)``; |T| of an sp3 carbon's
-  four neighbours is about 6 Å³.
+  miss inspected is an inverted bridgehead of a housane, where the neighbours do not surround the
+  centre). Hinge ``relu(margin - sign · T)``; |T| of an sp3 carbon's four neighbours is about 6 Å³.
 * **Double bonds.** Every dihedral ``a-b=c-d`` across a non-aromatic double bond must be planar,
   ``|cos φ|`` near 1; where the input specifies E/Z, the sign too (``cos φ > 0`` cis): which pair is cis
   comes from RDKit's stereo perception (``FindPotentialStereo``), not from a label convention.
@@ -85,6 +85,10 @@ class GuidanceConstraints:
     def __len__(self) -> int:
         return sum(int(getattr(self, name).shape[0]) for name in self._INDEX)
 
+    def to(self, device: torch.device | str) -> "GuidanceConstraints":
+        """The same constraints on ``device`` (move once, before sampling, not per penalty call)."""
+        return GuidanceConstraints(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     @staticmethod
     def concat(parts: Sequence["GuidanceConstraints"], sizes: Sequence[int]) -> "GuidanceConstraints":
         """Constraints of a disjoint union: part ``i``'s indices shifted by ``sum(sizes[:i])``."""
@@ -104,8 +108,7 @@ class GuidanceConstraints:
 
 def guidance_constraints(mol: "Chem.Mol") -> GuidanceConstraints:
     """The constraints of ``mol`` (hydrogens explicit, atom order as sampled)."""
-    from rdkit import Chem
-    from rdkit.Chem import rdDistGeom
+    from molediff.chem.validity import pair_bounds
 
     quads, signs = [], []
     for atom in mol.GetAtoms():
@@ -115,14 +118,11 @@ def guidance_constraints(mol: "Chem.Mol") -> GuidanceConstraints:
         quads.append([bond.GetOtherAtomIdx(atom.GetIdx()) for bond in atom.GetBonds()])
         signs.append(sign)
     planar, planar_sign = planar_dihedrals(mol, *double_bond_constraints(mol))
-    n = mol.GetNumAtoms()
-    bounds = rdDistGeom.GetMoleculeBoundsMatrix(mol)  # upper above, lower below the diagonal
-    iu, ju = np.triu_indices(n, 1)
-    near = Chem.GetDistanceMatrix(mol)[iu, ju] <= 2
-    iu, ju = iu[near], ju[near]
+    iu, ju, lower, upper, hops = pair_bounds(mol)
+    near = hops <= 2  # bonds and angles
     return GuidanceConstraints(_long(quads, 4), _float(signs), planar, planar_sign,
-                               torch.as_tensor(np.stack([iu, ju], 1), dtype=torch.long).reshape(-1, 2),
-                               _float(bounds[ju, iu]), _float(bounds[iu, ju]))
+                               torch.as_tensor(np.stack([iu[near], ju[near]], 1), dtype=torch.long).reshape(-1, 2),
+                               _float(lower[near]), _float(upper[near]))
 
 
 def double_bond_constraints(mol: "Chem.Mol") -> tuple[Tensor, Tensor]:

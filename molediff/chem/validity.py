@@ -27,7 +27,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
-__all__ = ["ValidityResult", "ValidityChecker", "check_conformer"]
+__all__ = ["ValidityResult", "ValidityChecker", "check_conformer", "pair_bounds"]
 
 _CHECKS = ("finite", "bond_lengths", "bond_angles", "no_clash", "aromatic_planar",
            "double_bond_planar", "stereo")
@@ -90,6 +90,17 @@ def _plane_deviation(pos: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     return worst
 
 
+def pair_bounds(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every atom pair ``i < j`` with RDKit's distance-geometry bounds and its bond distance.
+
+    Returns ``(i, j, lower, upper, hops)``, each ``[N (N - 1) / 2]``: the bounds come from
+    ``rdDistGeom.GetMoleculeBoundsMatrix`` (Å), ``hops`` from the topological distance matrix.
+    """
+    bounds = rdDistGeom.GetMoleculeBoundsMatrix(mol)  # upper above, lower below the diagonal
+    iu, ju = np.triu_indices(mol.GetNumAtoms(), 1)
+    return iu, ju, bounds[ju, iu], bounds[iu, ju], Chem.GetDistanceMatrix(mol)[iu, ju]
+
+
 class ValidityChecker:
     """Vectorised validity checks for conformers of one molecule.
 
@@ -105,12 +116,7 @@ class ValidityChecker:
                  planarity_tolerance: float = 0.25):
         self.mol = Chem.Mol(mol)
         self.tol, self.clash_factor, self.plane_tol = bond_tolerance, clash_factor, planarity_tolerance
-        n = mol.GetNumAtoms()
-        bounds = rdDistGeom.GetMoleculeBoundsMatrix(self.mol)  # upper above, lower below diagonal
-        topo = Chem.GetDistanceMatrix(self.mol)
-        iu, ju = np.triu_indices(n, 1)
-        lower, upper = bounds[ju, iu], bounds[iu, ju]
-        hop = topo[iu, ju]
+        iu, ju, lower, upper, hop = pair_bounds(self.mol)
         sel = lambda mask: (iu[mask], ju[mask], lower[mask], upper[mask])  # noqa: E731
         self.bonds = sel(hop == 1)
         self.angles = sel(hop == 2)
