@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nfe", default="10,20,40")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch and RDKit threads")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="network precision for sampling (default auto: bf16 where native)")
     parser.add_argument("--skip-main", action="store_true")
     parser.add_argument("--json", default=None, help="also write both tables to this JSON file")
     args = parser.parse_args(argv)
@@ -109,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model_for_evaluation(args.model)
     model = loaded.model
-    print(f"# conformers_qm9 benchmark, seed={args.seed}, model={loaded.source} ({loaded.kind}, step {loaded.step})")
+    model.precision = args.precision
+    print(f"# conformers_qm9 benchmark, seed={args.seed}, model={loaded.source} ({loaded.kind}, step {loaded.step}), "
+          f"precision {model.resolved_precision()}")
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     result: dict = {"model": str(loaded.source), "step": loaded.step, "seed": args.seed,
+                    "precision": model.resolved_precision(),
                     "machine": machine_info(args.threads)}
 
     if not args.skip_main:

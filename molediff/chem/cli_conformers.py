@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
     gen.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
+    gen.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                     help="network precision: bf16 per-edge work is ~2x faster where native (default auto)")
     gen.add_argument("--batch-size", type=int, default=64, help="molecules per model call and per commit")
     gen.add_argument("--relax", choices=("mmff", "xtb"), help="relax conformers with MMFF94 or GFN2-xTB")
     gen.add_argument("--prune-rms", type=float, help="drop conformers within this heavy-atom RMSD (A)")
@@ -62,7 +64,7 @@ def _err(msg: str) -> None:
 def _options(args, seed: int) -> dict:
     keys = ("input", "num_confs", "model", "sampler", "steps", "relax", "prune_rms", "on_invalid",
             "max_resample_rounds", "fragments", "max_atoms", "allow_radicals", "smiles_column", "id_column",
-            "batch_size")
+            "batch_size", "precision")
     opts = {k: getattr(args, k) for k in keys}
     opts["input"] = os.path.abspath(args.input) if args.input else list(args.smiles)
     opts["seed"] = seed
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if device == "cuda" and ctx.distributed:
             device = f"cuda:{ctx.local_rank}"
         model = resolve_model(args.model, device)
+        if args.precision is not None and hasattr(model, "precision"):
+            model.precision = args.precision
     except (ValueError, MissingDependencyError, ImportError, OSError) as err:
         _err(str(err))
         return 2

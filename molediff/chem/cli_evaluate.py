@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", action="append", default=[], metavar="PATH",
                         help="write results: .json (rows, settings, per-molecule scores) or .csv (rows); repeatable")
     parser.add_argument("--device", default=None, help="torch device for the model (default cpu)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="network precision for sampling (default auto: bf16 where native)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
 
 
@@ -165,9 +167,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"molediff evaluate: error: cannot load model {args.model!r}: {err}", file=sys.stderr)
             return 2
         model = loaded.model
+        model.precision = args.precision
         cfg = model.config
         model_info = {"model": str(loaded.source), "model_kind": loaded.kind, "step": loaded.step,
-                      "sampler": args.sampler or cfg.default_sampler, "steps": args.steps or cfg.default_steps}
+                      "sampler": args.sampler or cfg.default_sampler, "steps": args.steps or cfg.default_steps,
+                      "precision": model.resolved_precision(device=args.device or "cpu")}
     mols = select_molecules(load_qm9(args.split), args.num_mols, seed=args.seed)
     settings = {"split": args.split, "num_mols": len(mols), "seed": args.seed, "k": args.num_confs,
                 "methods": methods, **model_info, "machine": machine_info(args.threads)}

@@ -417,6 +417,8 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
     meta = {"molediff_model": getattr(mdl, "name", "none"),
             "molediff_sampler": sampler or getattr(defaults, "default_sampler", "default"),
             "molediff_steps": steps or getattr(defaults, "default_steps", "default"), "molediff_seed": seed}
+    if hasattr(mdl, "resolved_precision"):
+        meta["molediff_precision"] = mdl.resolved_precision(device=device or "cpu")
     for job in jobs + trivial:
         _finish(job, mdl, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
         if job.result.error is not None and job.result.error.item is None:

@@ -23,6 +23,7 @@ from molediff.core.denoiser import EDMPrecond
 from molediff.core.samplers import SAMPLERS
 from molediff.core.schedules import karras_sigmas
 from molediff.core.spaces import CenteredSpace
+from molediff.nn.precision import edge_precision, resolve_precision, supports_reduced_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
@@ -107,6 +108,9 @@ class ConformerModel(nn.Module):
         super().__init__()
         self.config = config
         self.denoiser = EDMPrecond(build_network(config.network, config.network_kwargs), config.sigma_data)
+        #: precision of the network's per-edge work when sampling: "auto" (bf16 where it is native and the
+        #: network supports it, else fp32), "fp32" or "bf16" (:mod:`molediff.nn.precision`).
+        self.precision = "auto"
 
     # --- the denoiser contract -------------------------------------------------------------
     def forward(self, x: Tensor, sigma: Tensor, **cond: Tensor) -> Tensor:
@@ -149,6 +153,7 @@ class ConformerModel(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         constraints: "GuidanceConstraints | None" = None,
+        precision: str | None = None,
         **sampler_kwargs: Any,
     ) -> Tensor:
         """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
@@ -162,6 +167,9 @@ class ConformerModel(nn.Module):
         constraints : GuidanceConstraints, optional
             Stereo and local-geometry constraints of the batch (global atom indices); when given,
             sampling is guided toward them (:mod:`molediff.chem.stereo_guidance`).
+        precision : str, optional
+            ``"auto"``, ``"fp32"`` or ``"bf16"`` for the network's per-edge work (default: ``self.precision``);
+            positions and the sampler stay float32.
 
         Returns
         -------
@@ -185,7 +193,15 @@ class ConformerModel(nn.Module):
                                        G["distance_weight"])
             denoiser = PenaltyGuidance(self, penalty, sigma_range=G["sigma_range"], iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
-        return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
+        with edge_precision(self, self.resolved_precision(precision, device)):
+            return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
+
+    def resolved_precision(self, precision: str | None = None, device: torch.device | str = "cpu") -> str:
+        """The concrete precision (``"fp32"`` / ``"bf16"``) sampling on ``device`` would use."""
+        precision = precision or self.precision
+        if precision == "auto" and not supports_reduced_precision(self):
+            return "fp32"
+        return resolve_precision(precision, device)
 
     @torch.no_grad()
     def sample(
@@ -199,12 +215,14 @@ class ConformerModel(nn.Module):
         device: str | torch.device | None = None,
         max_atoms_per_batch: int = 20000,
         stereo_guidance: bool = True,
+        precision: str | None = None,
     ) -> list[np.ndarray]:
         """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
 
         ``stereo_guidance`` steers sampling toward the input's specified tetrahedral centres and E/Z bonds,
         with planar double bonds and bond lengths and angles inside RDKit's bounds
         (:mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
+        ``precision`` is passed to :meth:`sample_graphs` (default ``self.precision``).
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
@@ -233,7 +251,7 @@ class ConformerModel(nn.Module):
             sizes = [graphs[m].z.numel() for m, _ in chunk]
             constraints = GuidanceConstraints.concat([per_mol[m] for m, _ in chunk], sizes) if per_mol else None
             pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
-                                     constraints=constraints).double().cpu()
+                                     constraints=constraints, precision=precision).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()
             start = stop

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from molediff.nn.embeddings import MLP, NodeEmbedding, cosine_cutoff
+from molediff.nn.dense_blocks import DenseBlock, dense_blocks
 from molediff.nn.graph import build_edges
 
 __all__ = ["EGNN", "EGNNLayer"]
@@ -42,41 +43,94 @@ class EGNNLayer(nn.Module):
         self.phi_h = MLP([2 * hidden, hidden, hidden]) if update_features else None
         self.norm = nn.LayerNorm(hidden) if update_features else None
 
-    def messages(self, h: Tensor, src: Tensor, dst: Tensor, pair: Tensor) -> Tensor:
+    def messages(self, h: Tensor, src: Tensor, dst: Tensor, pair: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """``phi_e(cat[h_dst, h_src, pair])`` with the first linear layer split by input block.
 
         ``W [h_i; h_j; p_ij] = (W_1 h)_i + (W_2 h)_j + W_3 p_ij``: the node blocks are multiplied once
         per node and gathered, instead of once per edge on a ``[E, 2 hidden + ...]`` concatenation.
         Same function and parameters as the concatenated form, about half the edge FLOPs.
 
+        ``dtype`` is the precision of the per-edge work (default ``h.dtype``); node projections are
+        computed in ``h.dtype`` and cast once per node.
+
         Shapes
         ------
-        ``h: [N, hidden]``, ``src, dst: [E]``, ``pair: [E, 1 + edge_dim]`` -> ``[E, hidden]``.
+        ``h: [N, hidden]``, ``src, dst: [E]``, ``pair: [E, 1 + edge_dim]`` -> ``[E, hidden]`` in ``dtype``.
         """
+        dtype = dtype or h.dtype
         first = self.phi_e[0]
         hidden = h.shape[-1]
         w = first.weight
-        node = h @ torch.cat([w[:, :hidden], w[:, hidden : 2 * hidden]], dim=0).T  # [N, 2 out]
+        node = (h @ torch.cat([w[:, :hidden], w[:, hidden : 2 * hidden]], dim=0).T).to(dtype)  # [N, 2 out]
         to_dst, to_src = node.split(first.out_features, dim=-1)
-        pre = torch.addmm(first.bias, pair, w[:, 2 * hidden :].T) + to_dst[dst] + to_src[src]
-        for module in list(self.phi_e)[1:]:
-            pre = module(pre)
-        return pre
+        pre = torch.addmm(first.bias.to(dtype), pair.to(dtype), w[:, 2 * hidden :].T.to(dtype))
+        pre = pre + to_dst[dst] + to_src[src]
+        return run_mlp(list(self.phi_e)[1:], pre)
 
     def forward(
-        self, h: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, weight: Tensor, inv_deg: Tensor
+        self, h: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, weight: Tensor, inv_deg: Tensor,
+        edge_dtype: torch.dtype | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """One message-passing step; ``edge_dtype`` (default ``h.dtype``) is the precision of the
+        per-edge MLPs, while positions, distances, the coordinate update and the aggregation sums
+        stay in ``x.dtype`` / ``h.dtype``."""
         src, dst = edge_index
         rel = x[dst] - x[src]
         sq = (rel * rel).sum(-1, keepdim=True)
-        m = self.messages(h, src, dst, torch.cat([sq, edge_attr], dim=-1)) * weight
-        step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * self.phi_x(m) * weight
+        m = self.messages(h, src, dst, torch.cat([sq, edge_attr], dim=-1), edge_dtype) * weight.to(edge_dtype or h.dtype)
+        step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * run_mlp(self.phi_x, m).to(x.dtype) * weight
         dx = torch.zeros_like(x).index_add_(0, dst, step) * inv_deg
         if self.phi_h is None:
             return h, dx
-        agg = torch.zeros_like(h).index_add_(0, dst, m) * inv_deg
+        agg = torch.zeros_like(h).index_add_(0, dst, m.to(h.dtype)) * inv_deg
         h = h + self.phi_h(torch.cat([self.norm(h), agg], dim=-1))
         return h, dx
+
+
+    def dense_forward(
+        self, h: Tensor, x: Tensor, pair_attr: Tensor, inv_deg: float, edge_dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` on ``B`` fully connected graphs of ``n`` nodes (a :class:`~molediff.nn.dense_blocks.DenseBlock`).
+
+        Pair ``[b, i, j]`` is the edge ``j -> i``; the diagonal is masked out, so the result equals the sparse
+        forward on the same graphs with all edge weights 1 and ``inv_deg = 1 / (n - 1)``.
+
+        Shapes
+        ------
+        ``h: [B, n, hidden]``, ``x: [B, n, 3]``, ``pair_attr: [B, n, n, edge_dim]`` -> ``([B, n, hidden], [B, n, 3])``.
+        """
+        dtype = edge_dtype or h.dtype
+        size = x.shape[1]
+        off_diag = ~torch.eye(size, dtype=torch.bool, device=x.device)[None, :, :, None]  # [1, n, n, 1]
+        rel = x[:, :, None, :] - x[:, None, :, :]
+        sq = (rel * rel).sum(-1, keepdim=True)
+        first = self.phi_e[0]
+        hidden = h.shape[-1]
+        w = first.weight
+        node = (h @ torch.cat([w[:, :hidden], w[:, hidden : 2 * hidden]], dim=0).T).to(dtype)
+        to_dst, to_src = node.split(first.out_features, dim=-1)
+        pair = torch.cat([sq, pair_attr], dim=-1).to(dtype)
+        pre = nn.functional.linear(pair, w[:, 2 * hidden :].to(dtype), first.bias.to(dtype))
+        pre = pre + to_dst[:, :, None, :] + to_src[:, None, :, :]
+        m = run_mlp(list(self.phi_e)[1:], pre) * off_diag.to(dtype)
+        step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * run_mlp(self.phi_x, m).to(x.dtype) * off_diag.to(x.dtype)
+        dx = step.sum(2) * inv_deg
+        if self.phi_h is None:
+            return h, dx
+        agg = m.sum(2, dtype=h.dtype) * inv_deg
+        h = h + self.phi_h(torch.cat([self.norm(h), agg], dim=-1))
+        return h, dx
+
+
+def run_mlp(modules: "nn.Sequential | list[nn.Module]", x: Tensor) -> Tensor:
+    """Apply linear / activation modules in ``x.dtype`` (weights cast on the fly, so a float32 model
+    can run its per-edge MLPs in bfloat16 without a second copy of the parameters)."""
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            x = nn.functional.linear(x, module.weight.to(x.dtype), None if module.bias is None else module.bias.to(x.dtype))
+        else:
+            x = module(x)
+    return x
 
 
 class EGNN(nn.Module):
@@ -95,6 +149,17 @@ class EGNN(nn.Module):
     radius, knn, fully_connected
         At most one rule for geometric edges built from ``x`` and added to the caller's edges (see
         :func:`molediff.nn.graph.build_edges`). Radius-only edges are faded out smoothly towards ``radius``.
+
+    Attributes
+    ----------
+    edge_dtype : torch.dtype or None
+        Precision of the per-edge MLPs (most of the FLOPs and memory traffic); ``None`` runs them in the
+        input's dtype. ``torch.bfloat16`` is several times faster on CPUs with native bf16 and on GPUs;
+        positions, distances, coordinate updates and sums stay in the input's dtype either way.
+    dense_execution : bool
+        With ``fully_connected=True``, run graphs of equal size as dense ``[B, n, n, ·]`` blocks
+        (:mod:`molediff.nn.dense_blocks`: broadcasts and axis sums instead of gathers and scatters); the
+        same function as the sparse edge list, faster. False forces the sparse path.
 
     Shapes
     ------
@@ -119,6 +184,8 @@ class EGNN(nn.Module):
         self.node_dim, self.edge_dim, self.hidden = node_dim, edge_dim, hidden
         self.radius, self.knn, self.fully_connected = radius, knn, fully_connected
         self.embed = NodeEmbedding(node_dim, hidden)
+        self.edge_dtype: torch.dtype | None = None
+        self.dense_execution = True
         self.layers = nn.ModuleList(EGNNLayer(hidden, edge_dim + 2, update_features=k < num_layers - 1) for k in range(num_layers))
 
     def forward(
@@ -136,6 +203,10 @@ class EGNN(nn.Module):
             x, batch, edge_index, edge_attr, edge_dim=self.edge_dim,
             radius=self.radius, knn=self.knn, fully_connected=self.fully_connected,
         )  # fmt: skip
+        if self.fully_connected and self.dense_execution:
+            blocks = dense_blocks(batch if batch is not None else x.new_zeros(x.shape[0], dtype=torch.long), edges)
+            if blocks is not None:
+                return self._dense_forward(h, x, blocks)
         src, dst = edges.edge_index
         weight = torch.ones(src.shape[0], 1, dtype=x.dtype, device=x.device)
         if self.radius is not None:
@@ -146,6 +217,19 @@ class EGNN(nn.Module):
         inv_deg = 1.0 / deg.clamp_min(1.0)
         disp = torch.zeros_like(x)
         for layer in self.layers:
-            h, dx = layer(h, x + disp, edges.edge_index, edges.edge_attr, weight, inv_deg)
+            h, dx = layer(h, x + disp, edges.edge_index, edges.edge_attr, weight, inv_deg, self.edge_dtype)
             disp = disp + dx
+        return disp
+
+    def _dense_forward(self, h: Tensor, x: Tensor, blocks: list[DenseBlock]) -> Tensor:
+        """The layer stack on each dense block (graphs do not interact, so blocks run one after another)."""
+        disp = torch.zeros_like(x)
+        for block in blocks:
+            idx = block.nodes
+            h_b, x_b, d_b = h[idx], x[idx], torch.zeros_like(x[idx])
+            inv_deg = 1.0 / max(block.size - 1, 1)
+            for layer in self.layers:
+                h_b, dx = layer.dense_forward(h_b, x_b + d_b, block.pair_attr, inv_deg, self.edge_dtype)
+                d_b = d_b + dx
+            disp = disp.index_put((idx.reshape(-1),), d_b.reshape(-1, 3))
         return disp

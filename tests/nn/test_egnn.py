@@ -43,3 +43,97 @@ def test_swapping_source_and_destination_changes_the_message():
     src, dst, pair = torch.tensor([0, 1]), torch.tensor([1, 2]), torch.randn(2, 1, dtype=torch.float64)
     assert not torch.allclose(layer.messages(h, src, dst, pair), layer.messages(h, dst, src, pair))
     torch.testing.assert_close(layer.messages(h, dst, src, pair), _concatenated(layer, h, dst, src, pair))
+
+
+# --- dense execution of fully connected graphs, and bf16 edge precision -----------------------------------
+
+from molediff.nn.egnn import EGNN  # noqa: E402
+
+
+def _molecule_batch(sizes, edge_dim=3, seed=0, dtype=torch.float64):
+    """Graphs of the given sizes with a random 'bond' subset carrying features (like a featurised batch)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    src, dst, start = [], [], 0
+    for n in sizes:
+        for i in range(n - 1):  # a chain plus one chord per graph, both directions
+            src += [start + i, start + i + 1]
+            dst += [start + i + 1, start + i]
+        if n > 3:
+            src += [start, start + n - 1]
+            dst += [start + n - 1, start]
+        start += n
+    edge_index = torch.tensor([src, dst], dtype=torch.long)
+    edge_attr = torch.rand(edge_index.shape[1], edge_dim, generator=g, dtype=dtype)
+    node_attr = torch.rand(batch.numel(), 4, generator=g, dtype=dtype)
+    x = torch.randn(batch.numel(), 3, generator=g, dtype=dtype) * 1.5
+    return x, dict(node_attr=node_attr, batch=batch, edge_index=edge_index, edge_attr=edge_attr)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return EGNN(node_dim=4, edge_dim=3, hidden=16, num_layers=3, fully_connected=True).double()
+
+
+def test_dense_execution_equals_the_sparse_edge_list():
+    net = _net()
+    x, cond = _molecule_batch([5, 3, 5, 1, 7, 3], seed=1)  # mixed sizes, repeated sizes, a single atom
+    c_noise = torch.rand(x.shape[0], dtype=torch.float64)
+    net.dense_execution = False
+    sparse = net(x, c_noise, **cond)
+    net.dense_execution = True
+    dense = net(x, c_noise, **cond)
+    torch.testing.assert_close(dense, sparse, rtol=0, atol=1e-12)
+
+
+def test_dense_execution_gives_the_same_gradients():
+    net = _net(seed=3)
+    x, cond = _molecule_batch([4, 6, 4], seed=2)
+    c_noise = torch.rand(x.shape[0], dtype=torch.float64)
+    grads = []
+    for dense in (False, True):
+        net.dense_execution = dense
+        net.zero_grad()
+        xx = x.clone().requires_grad_(True)
+        net(xx, c_noise, **cond).square().sum().backward()
+        grads.append([xx.grad] + [p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_dense_blocks_refuse_an_edge_set_that_is_not_exactly_fully_connected():
+    from molediff.nn.dense_blocks import dense_blocks
+    from molediff.nn.graph import EdgeSet, fully_connected_graph
+
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    full = fully_connected_graph(batch)
+    attr = torch.randn(full.shape[1], 2)
+    blocks = dense_blocks(batch, EdgeSet(full, attr, torch.ones(full.shape[1], dtype=torch.bool)))
+    assert [b.size for b in blocks] == [2, 3]
+    # the feature of edge j -> i sits at [b, i, j]
+    k = 1  # edge number 1 of the full graph
+    j, i = full[:, k].tolist()
+    three = next(b for b in blocks if b.size == 3)
+    torch.testing.assert_close(three.pair_attr[0, i, j], attr[k])
+    missing = full[:, 1:]
+    assert dense_blocks(batch, EdgeSet(missing, attr[1:], torch.ones(missing.shape[1], dtype=torch.bool))) is None
+    duplicated = torch.cat([full[:, :1], full[:, 2:], full[:, :1]], dim=1)  # same count, one pair twice
+    assert dense_blocks(batch, EdgeSet(duplicated, attr, torch.ones(full.shape[1], dtype=torch.bool))) is None
+
+
+def test_bf16_edges_stay_close_to_fp32_and_keep_fp32_outputs():
+    from molediff.nn.precision import edge_precision
+
+    net = _net(seed=4).float()
+    x, cond = _molecule_batch([6, 6, 9], seed=5, dtype=torch.float32)
+    c_noise = torch.rand(x.shape[0])
+    with torch.no_grad():
+        ref = net(x, c_noise, **cond)
+        for dense in (False, True):
+            net.dense_execution = dense
+            with edge_precision(net, "bf16"):
+                out = net(x, c_noise, **cond)
+            assert out.dtype == torch.float32
+            err = (out - ref).norm() / ref.norm()
+            assert 0 < err < 0.03, err  # rounded (not silently fp32), yet close
+    assert net.edge_dtype is None  # restored on exit
