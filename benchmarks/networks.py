@@ -1,10 +1,16 @@
 """Throughput of the molediff score networks at QM9 size (molecules/s), eager and torch.compile.
 
 Random molecules of ~18 atoms (9 heavy atoms + hydrogens) with a bonded-style graph (a random spanning tree,
-both directions, 4 bond-type features) plus radius edges, as in the conformer model. Prints one table row per
-network and mode: forward (no grad) and forward+backward throughput, medians over repeats.
+both directions, 4 bond-type features) plus radius edges. Prints one table row per network and mode: forward
+(no grad) and forward+backward throughput, medians over repeats.
+
+``egnn_fc`` is the shipped conformer model's network (EGNN 4 x 128 on the fully connected graph); its modes
+are the execution paths of the same function: ``sparse`` (edge list, gathers and scatters), ``dense``
+(per-size dense blocks, :mod:`molediff.nn.dense_blocks`) and ``dense-bf16`` (plus bf16 per-edge MLPs,
+:mod:`molediff.nn.precision`).
 
     python3 benchmarks/networks.py                       # CPU, batch 128
+    python3 benchmarks/networks.py --nets egnn_fc --threads 2
     python3 benchmarks/networks.py --device cuda --batch 1024
 """
 
@@ -20,6 +26,7 @@ import torch
 
 from molediff.nn.egnn import EGNN
 from molediff.nn.gfn import GraphFieldNetwork
+from molediff.nn.precision import edge_precision
 from molediff.nn.tensor_field import TensorFieldNetwork
 
 NODE_DIM, EDGE_DIM, RADIUS = 10, 4, 2.5
@@ -92,24 +99,33 @@ def main() -> None:
         "egnn": lambda: EGNN(NODE_DIM, EDGE_DIM, radius=RADIUS),
         "gfn": lambda: GraphFieldNetwork(NODE_DIM, EDGE_DIM, radius=RADIUS),
         "tfn": lambda: TensorFieldNetwork(NODE_DIM, EDGE_DIM, radius=RADIUS),
+        "egnn_fc": lambda: EGNN(NODE_DIM, EDGE_DIM, hidden=128, num_layers=4, fully_connected=True),
     }
+    execution_paths = {"sparse": (False, "fp32"), "dense": (True, "fp32"), "dense-bf16": (True, "bf16")}
     cond = {k: v for k, v in inp.items() if k not in ("x", "c_noise")}
-    print(f"{'network':<20}{'params':>10}{'mode':>10}{'fwd mol/s':>12}{'fwd+bwd mol/s':>15}  note")
+    print(f"{'network':<20}{'params':>10}{'mode':>12}{'fwd mol/s':>12}{'fwd+bwd mol/s':>15}  note")
     for name in args.nets.split(","):
         net = builders[name]().to(device)
         params = sum(p.numel() for p in net.parameters())
-        modes = ["eager"] + ([] if args.no_compile else ["compile"])
+        if getattr(net, "fully_connected", False):
+            modes = list(execution_paths)
+        else:
+            modes = ["eager"] + ([] if args.no_compile else ["compile"])
         for mode in modes:
             note = ""
             try:
                 model = torch.compile(net) if mode == "compile" else net
+                dense, precision = execution_paths.get(mode, (None, "fp32"))
+                if dense is not None:
+                    net.dense_execution = dense
 
                 def fwd():
-                    with torch.no_grad():
+                    with torch.no_grad(), edge_precision(net, precision):
                         model(inp["x"], inp["c_noise"], **cond)
 
                 def fwd_bwd():
-                    model(inp["x"], inp["c_noise"], **cond).square().mean().backward()
+                    with edge_precision(net, precision):
+                        model(inp["x"], inp["c_noise"], **cond).square().mean().backward()
 
                 t_f = timeit(fwd, args.repeats, args.warmup, device)
                 t_fb = timeit(fwd_bwd, args.repeats, args.warmup, device)
@@ -117,7 +133,7 @@ def main() -> None:
             except Exception as exc:  # report, do not hide, compile failures
                 f_s, fb_s = f"{'failed':>12}", f"{'failed':>15}"
                 note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
-            print(f"{type(net).__name__:<20}{params:>10,}{mode:>10}{f_s}{fb_s}  {note}", flush=True)
+            print(f"{type(net).__name__:<20}{params:>10,}{mode:>12}{f_s}{fb_s}  {note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
 __all__ = ["GuidanceConstraints", "guidance_constraints", "double_bond_constraints", "planar_dihedrals",
-           "signed_volumes", "dihedral_cosines", "guidance_penalty", "DEFAULT_STEREO_GUIDANCE"]
+           "signed_volumes", "dihedral_cosines", "guidance_penalty", "DEFAULT_STEREO_GUIDANCE", "NO_UPPER"]
 
 _TAG_SIGN = {"CHI_TETRAHEDRAL_CW": 1.0, "CHI_TETRAHEDRAL_CCW": -1.0}  # by name: importable without RDKit
 
@@ -45,7 +45,10 @@ _TAG_SIGN = {"CHI_TETRAHEDRAL_CW": 1.0, "CHI_TETRAHEDRAL_CCW": -1.0}  # by name:
 #: 0.5: 0.211 / 0.980; 1.0: 0.174 / 0.980; 2.0: 0.195 / 0.960; 5.0: 0.227 / 0.810. 100 molecules,
 #: distance_weight 1.0, iterations 10 / 15 / 20 / 30 / 40: 0.159 / 0.144 / 0.127 / 0.135 / 0.147 Å.
 DEFAULT_STEREO_GUIDANCE = {"sigma_range": (0.05, 10.0), "iters": 20, "step_size": 0.3, "max_move": 0.3,
-                           "margin": 3.0, "planar_margin": 0.97, "distance_weight": 1.0}
+                           "margin": 3.0, "planar_margin": 0.97, "distance_weight": 1.0, "clash_factor": 0.75}
+
+#: upper bound of a pair that only has a lower one (contacts), Å: never reached by a molecule.
+NO_UPPER = 1.0e4
 
 
 def _long(rows: list, width: int) -> Tensor:
@@ -69,7 +72,8 @@ class GuidanceConstraints:
         ``[P, 4]`` every ``a-b=c-d`` across a non-aromatic double bond; ``[P]`` +1 / -1 where the
         specified stereo makes the pair cis / trans, 0 where either will do.
     pairs, lower, upper : Tensor
-        ``[Q, 2]`` bonded (1-2) and angle (1-3) atom pairs; ``[Q]`` their distance bounds (Å).
+        ``[Q, 2]`` bonded (1-2) and angle (1-3) atom pairs with their distance bounds (Å), then pairs
+        four or more bonds apart with a contact lower bound and :data:`NO_UPPER`; ``[Q]`` each.
     """
 
     quads: Tensor
@@ -106,9 +110,17 @@ class GuidanceConstraints:
         return GuidanceConstraints(**merged)
 
 
-def guidance_constraints(mol: "Chem.Mol") -> GuidanceConstraints:
-    """The constraints of ``mol`` (hydrogens explicit, atom order as sampled)."""
-    from molediff.chem.validity import pair_bounds
+def guidance_constraints(mol: "Chem.Mol", clash_factor: float | None = None) -> GuidanceConstraints:
+    """The constraints of ``mol`` (hydrogens explicit, atom order as sampled).
+
+    ``clash_factor`` (default ``DEFAULT_STEREO_GUIDANCE["clash_factor"]``) scales the contact distance
+    (:func:`molediff.chem.validity.contact_bounds`) of pairs four or more bonds apart into a lower
+    bound; ``0`` leaves those pairs out.
+    """
+    from molediff.chem.validity import contact_bounds, pair_bounds
+
+    if clash_factor is None:
+        clash_factor = DEFAULT_STEREO_GUIDANCE["clash_factor"]
 
     quads, signs = [], []
     for atom in mol.GetAtoms():
@@ -118,11 +130,17 @@ def guidance_constraints(mol: "Chem.Mol") -> GuidanceConstraints:
         quads.append([bond.GetOtherAtomIdx(atom.GetIdx()) for bond in atom.GetBonds()])
         signs.append(sign)
     planar, planar_sign = planar_dihedrals(mol, *double_bond_constraints(mol))
-    iu, ju, lower, upper, hops = pair_bounds(mol)
+    bounds = pair_bounds(mol)
+    iu, ju, lower, upper, hops = bounds
     near = hops <= 2  # bonds and angles
+    i, j, lo, hi = iu[near], ju[near], lower[near], upper[near]
+    if clash_factor:
+        ic, jc, contact, _ = contact_bounds(mol, bounds)
+        i, j = np.concatenate([i, ic]), np.concatenate([j, jc])
+        lo, hi = np.concatenate([lo, clash_factor * contact]), np.concatenate([hi, np.full(ic.shape, NO_UPPER)])
     return GuidanceConstraints(_long(quads, 4), _float(signs), planar, planar_sign,
-                               torch.as_tensor(np.stack([iu[near], ju[near]], 1), dtype=torch.long).reshape(-1, 2),
-                               _float(lower[near]), _float(upper[near]))
+                               torch.as_tensor(np.stack([i, j], 1), dtype=torch.long).reshape(-1, 2),
+                               _float(lo), _float(hi))
 
 
 def double_bond_constraints(mol: "Chem.Mol") -> tuple[Tensor, Tensor]:

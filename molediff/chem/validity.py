@@ -27,7 +27,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
-__all__ = ["ValidityResult", "ValidityChecker", "check_conformer", "pair_bounds"]
+__all__ = ["ValidityResult", "ValidityChecker", "check_conformer", "pair_bounds", "contact_bounds"]
 
 _CHECKS = ("finite", "bond_lengths", "bond_angles", "no_clash", "aromatic_planar",
            "double_bond_planar", "stereo")
@@ -101,6 +101,21 @@ def pair_bounds(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return iu, ju, bounds[ju, iu], bounds[iu, ju], Chem.GetDistanceMatrix(mol)[iu, ju]
 
 
+def contact_bounds(mol: Chem.Mol, bounds: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs four or more bonds apart with their contact distance: ``(i, j, lower, upper)``.
+
+    ``lower`` is the bounds-matrix lower bound capped at the sum of van der Waals radii: bounds of
+    1-5+ pairs inside rigid groups encode RDKit's preferred geometry (e.g. trans esters), not contact
+    distances. ``bounds`` is :func:`pair_bounds` of ``mol`` if already computed.
+    """
+    iu, ju, lower, upper, hop = bounds if bounds is not None else pair_bounds(mol)
+    far = hop >= 4
+    i4, j4 = iu[far], ju[far]
+    table = Chem.GetPeriodicTable()
+    vdw = np.array([table.GetRvdw(a.GetAtomicNum()) for a in mol.GetAtoms()])
+    return i4, j4, np.minimum(lower[far], vdw[i4] + vdw[j4]), upper[far]
+
+
 class ValidityChecker:
     """Vectorised validity checks for conformers of one molecule.
 
@@ -120,12 +135,7 @@ class ValidityChecker:
         sel = lambda mask: (iu[mask], ju[mask], lower[mask], upper[mask])  # noqa: E731
         self.bonds = sel(hop == 1)
         self.angles = sel(hop == 2)
-        i4, j4, lo4, hi4 = sel(hop >= 4)
-        # Bounds of 1-5+ pairs inside rigid groups encode RDKit's preferred geometry (e.g. trans
-        # esters), not contact distances: cap them at the sum of van der Waals radii.
-        table = Chem.GetPeriodicTable()
-        vdw = np.array([table.GetRvdw(a.GetAtomicNum()) for a in self.mol.GetAtoms()])
-        self.nonbonded = (i4, j4, np.minimum(lo4, vdw[i4] + vdw[j4]), hi4)
+        self.nonbonded = contact_bounds(self.mol, (iu, ju, lower, upper, hop))
         ri = self.mol.GetRingInfo()
         self.aromatic_groups = [np.array(r) for r in ri.AtomRings()
                                 if all(self.mol.GetAtomWithIdx(a).GetIsAromatic() for a in r)]

@@ -32,6 +32,7 @@ import torch
 import yaml
 from torch import nn
 
+from molediff.nn.precision import edge_precision, supports_reduced_precision
 from molediff.training import distributed as D
 from molediff.training.checkpoint import CheckpointManager, flatten_optimizer_state, load_checkpoint, unflatten_optimizer_state
 from molediff.training.config import Config
@@ -135,8 +136,8 @@ class Trainer:
         self.loader = self.task.train_loader(cfg, env.rank, env.world_size, self.data_gen)
         self.ddp_model = D.wrap_model(self.model, env)
         self.precision = cfg.training.precision
-        if self.precision == "bf16" and env.device.type != "cuda":
-            warnings.warn("bf16 autocast is used on CUDA only; training in fp32 on CPU", stacklevel=2)
+        if self.precision == "bf16" and env.device.type != "cuda" and not supports_reduced_precision(self.model):
+            warnings.warn("bf16 on CPU needs a network with a bf16 edge path (EGNN); training in fp32", stacklevel=2)
             self.precision = "fp32"
         if not self.resume and self.ckpts.steps():
             raise RunDirError(f"{self.run_dir} already holds checkpoints; pass resume=True (--resume) or another --out")
@@ -227,9 +228,13 @@ class Trainer:
         return batch
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "bf16":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16: the network's own per-edge bf16 path where it has one (positions and sums stay fp32),
+        else CUDA autocast; fp32: nothing."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        if supports_reduced_precision(self.model):
+            return edge_precision(self.model, "bf16")
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
     def train_step(self) -> tuple[float, dict[str, float], float | None, float]:
         """One optimiser step; returns ``(loss, metrics, grad_norm, lr)``."""

@@ -142,3 +142,23 @@ def test_loss_is_translation_invariant():
     b.pos = b.pos + torch.tensor([5.0, -3.0, 2.0])
     l2 = graph_loss(model, b, edm_loss(1.4), torch.Generator().manual_seed(0), sigma=sigma)
     assert torch.allclose(l1, l2, rtol=1e-4)
+
+
+def test_bf16_edge_gradients_follow_the_fp32_ones():
+    """Mixed-precision training (training.precision: bf16) backpropagates through the bf16 edge MLPs."""
+    from molediff.nn.precision import edge_precision
+
+    store = _packed(["CCO", "CC(=O)N", "C1CC1", "OCC=O"])
+    torch.manual_seed(0)
+    model = ConformerModel(tiny_config(sigma_data=1.0))
+    loss_fn = edm_loss(1.0, -1.0, 1.0)
+    batch = store.batch(torch.arange(len(store)))
+    grads = []
+    for precision in ("fp32", "bf16"):
+        model.zero_grad()
+        with edge_precision(model, precision):
+            graph_loss(model, batch, loss_fn, torch.Generator().manual_seed(0)).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert 0.99 < cosine < 1.0, cosine  # close, and not silently the fp32 computation

@@ -142,6 +142,21 @@ def test_bf16_falls_back_to_fp32_on_cpu(tmp_path, toy_config):
     assert trainer.precision == "fp32"
 
 
+def test_bf16_uses_the_network_edge_path_on_cpu(tmp_path, toy_config):
+    class EdgeDtypeToyTask(ToyTask):  # a network exposing a bf16 edge path, like EGNN
+        def build_model(self, cfg):
+            model = super().build_model(cfg)
+            model.edge_dtype = None
+            return model
+
+    trainer = Trainer(toy_config(tmp_path, steps=2, precision="bf16"), task=EdgeDtypeToyTask())
+    assert trainer.precision == "bf16"
+    with trainer._autocast():
+        assert trainer.model.edge_dtype is torch.bfloat16
+    assert trainer.model.edge_dtype is None
+    trainer.fit()
+
+
 def test_not_a_task_is_a_type_error(tmp_path, toy_config):
     with pytest.raises(TypeError, match="missing method"):
         Trainer(toy_config(tmp_path), task=object())
