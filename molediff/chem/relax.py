@@ -62,7 +62,7 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
         ``method="xtb"`` without tblite installed.
     """
     from molediff.chem import stereo as st
-    from molediff.chem.generate import geometry_check
+    from molediff.chem.sampling_rounds import geometry_check
     from molediff.chem.validity import ValidityChecker
 
     if method not in RELAX_METHODS:

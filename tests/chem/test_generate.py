@@ -5,7 +5,7 @@ import pytest
 from rdkit import Chem
 
 from molediff.chem.errors import MolediffInputError, NonFiniteCoordinatesError, UnsupportedElementError
-from molediff.chem.generate import generate_conformers, generate_conformers_batch, geometry_check
+from molediff.chem.generate import generate_conformers, generate_conformers_batch
 
 
 def test_basic_output_has_hydrogens_conformers_and_props(fake_model):
@@ -92,18 +92,6 @@ def test_flag_mode_keeps_invalid_with_flag(make_fake):
     flags = [c.GetProp("molediff_stereo_ok") for c in mol.GetConformers()]
     assert mol.GetNumConformers() == 8 and "0" in flags
     assert all(c.GetProp("molediff_valid") == c.GetProp("molediff_stereo_ok") for c in mol.GetConformers())
-
-
-def test_geometry_check_catches_broken_geometry():
-    mol = generate_conformers("CCO", 1, 0, model="etkdg")
-    xyz = mol.GetConformer().GetPositions()
-    assert geometry_check(mol, xyz) == (True, "")
-    stretched = xyz.copy()
-    stretched[1] += 2.0  # pull one carbon away
-    assert not geometry_check(mol, stretched)[0]
-    clash = xyz.copy()
-    clash[:] = xyz[0] + np.random.default_rng(0).normal(scale=0.05, size=xyz.shape)
-    assert not geometry_check(mol, clash)[0]
 
 
 def test_errors_are_input_errors(fake_model):
