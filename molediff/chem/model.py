@@ -216,13 +216,15 @@ class ConformerModel(nn.Module):
         max_atoms_per_batch: int = 20000,
         stereo_guidance: bool = True,
         precision: str | None = None,
+        sampler_options: Mapping[str, Any] | None = None,
     ) -> list[np.ndarray]:
         """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
 
         ``stereo_guidance`` steers sampling toward the input's specified tetrahedral centres and E/Z bonds,
         with planar double bonds and bond lengths and angles inside RDKit's bounds
         (:mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
-        ``precision`` is passed to :meth:`sample_graphs` (default ``self.precision``).
+        ``precision`` is passed to :meth:`sample_graphs` (default ``self.precision``), and so are
+        ``sampler_options``, the sampler's own keyword arguments (e.g. ``{"s_churn": 20}`` for ``heun``).
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
@@ -251,7 +253,8 @@ class ConformerModel(nn.Module):
             sizes = [graphs[m].z.numel() for m, _ in chunk]
             constraints = GuidanceConstraints.concat([per_mol[m] for m, _ in chunk], sizes) if per_mol else None
             pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
-                                     constraints=constraints, precision=precision).double().cpu()
+                                     constraints=constraints, precision=precision,
+                                     **dict(sampler_options or {})).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()
             start = stop

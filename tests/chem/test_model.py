@@ -162,3 +162,14 @@ def test_bf16_edge_gradients_follow_the_fp32_ones():
     assert all(p.grad.dtype == torch.float32 for p in model.parameters())
     cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert 0.99 < cosine < 1.0, cosine  # close, and not silently the fp32 computation
+
+
+def test_sampler_options_reach_the_sampler():
+    model = ConformerModel(tiny_config())
+    mols = [mol("CCO")]
+    plain = model.sample(mols, 2, sampler="heun", steps=3, seed=0, stereo_guidance=False)
+    churned = model.sample(mols, 2, sampler="heun", steps=3, seed=0, stereo_guidance=False,
+                           sampler_options={"churn": 30.0})
+    assert not np.allclose(plain[0], churned[0])  # churn adds noise: the option was used
+    with pytest.raises(TypeError):
+        model.sample(mols, 1, sampler="heun", steps=2, seed=0, sampler_options={"no_such_option": 1})
