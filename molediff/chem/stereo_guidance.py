@@ -44,6 +44,10 @@ _TAG_SIGN = {"CHI_TETRAHEDRAL_CW": 1.0, "CHI_TETRAHEDRAL_CCW": -1.0}  # by name:
 #: 40 molecules, 10 iterations: no distance term 0.228 Å / 0.835; distance_weight 0.2: 0.229 / 0.920;
 #: 0.5: 0.211 / 0.980; 1.0: 0.174 / 0.980; 2.0: 0.195 / 0.960; 5.0: 0.227 / 0.810. 100 molecules,
 #: distance_weight 1.0, iterations 10 / 15 / 20 / 30 / 40: 0.159 / 0.144 / 0.127 / 0.135 / 0.147 Å.
+#: clash_factor 0.75 (contact lower bounds of pairs >= 4 bonds apart; 0 = off): 100 molecules, valid 0.974 -> 0.980
+#: (median 0.122 -> 0.127 Å); 200 others, K = 5: 18 -> 10 invalid of 1,000 (clashes 15 -> 2). DFT geometries of 2,000
+#: validation molecules never come below 0.71 x the contact distance (0.1 % quantile 0.78), so 0.75 spares them.
+#: sigma_range lower end 0 / 0.01 / 0.05 / 0.1 / 0.2 Å: median 0.220 / 0.148 / 0.127 / 0.135 / 0.168 Å (100 molecules).
 DEFAULT_STEREO_GUIDANCE = {"sigma_range": (0.05, 10.0), "iters": 20, "step_size": 0.3, "max_move": 0.3,
                            "margin": 3.0, "planar_margin": 0.97, "distance_weight": 1.0, "clash_factor": 0.75}
 
