@@ -86,22 +86,21 @@ class EGNNLayer(nn.Module):
         h = h + self.phi_h(torch.cat([self.norm(h), agg], dim=-1))
         return h, dx
 
-
     def dense_forward(
         self, h: Tensor, x: Tensor, pair_attr: Tensor, inv_deg: float, edge_dtype: torch.dtype | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` on ``B`` fully connected graphs of ``n`` nodes (a :class:`~molediff.nn.dense_blocks.DenseBlock`).
 
-        Pair ``[b, i, j]`` is the edge ``j -> i``; the diagonal is masked out, so the result equals the sparse
-        forward on the same graphs with all edge weights 1 and ``inv_deg = 1 / (n - 1)``.
+        Pair ``[b, i, j]`` is the edge ``j -> i``. The diagonal ``i == j`` is computed and then dropped (its
+        coordinate step is exactly zero because ``x_i - x_i = 0``; its message is subtracted from the sum), so
+        the result equals the sparse forward on the same graphs with all edge weights 1 and
+        ``inv_deg = 1 / (n - 1)``.
 
         Shapes
         ------
         ``h: [B, n, hidden]``, ``x: [B, n, 3]``, ``pair_attr: [B, n, n, edge_dim]`` -> ``([B, n, hidden], [B, n, 3])``.
         """
         dtype = edge_dtype or h.dtype
-        size = x.shape[1]
-        off_diag = ~torch.eye(size, dtype=torch.bool, device=x.device)[None, :, :, None]  # [1, n, n, 1]
         rel = x[:, :, None, :] - x[:, None, :, :]
         sq = (rel * rel).sum(-1, keepdim=True)
         first = self.phi_e[0]
@@ -111,13 +110,14 @@ class EGNNLayer(nn.Module):
         to_dst, to_src = node.split(first.out_features, dim=-1)
         pair = torch.cat([sq, pair_attr], dim=-1).to(dtype)
         pre = nn.functional.linear(pair, w[:, 2 * hidden :].to(dtype), first.bias.to(dtype))
-        pre = pre + to_dst[:, :, None, :] + to_src[:, None, :, :]
-        m = run_mlp(list(self.phi_e)[1:], pre) * off_diag.to(dtype)
-        step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * run_mlp(self.phi_x, m).to(x.dtype) * off_diag.to(x.dtype)
+        pre = pre.add_(to_dst[:, :, None, :]).add_(to_src[:, None, :, :])  # in place: linear's backward keeps no output
+        m = run_mlp(list(self.phi_e)[1:], pre)
+        step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * run_mlp(self.phi_x, m).to(x.dtype)  # zero on the diagonal
         dx = step.sum(2) * inv_deg
         if self.phi_h is None:
             return h, dx
-        agg = m.sum(2, dtype=h.dtype) * inv_deg
+        self_messages = m.diagonal(dim1=1, dim2=2).transpose(1, 2).to(h.dtype)  # [B, n, hidden]
+        agg = (m.sum(2, dtype=h.dtype) - self_messages) * inv_deg
         h = h + self.phi_h(torch.cat([self.norm(h), agg], dim=-1))
         return h, dx
 
@@ -128,6 +128,8 @@ def run_mlp(modules: "nn.Sequential | list[nn.Module]", x: Tensor) -> Tensor:
     for module in modules:
         if isinstance(module, nn.Linear):
             x = nn.functional.linear(x, module.weight.to(x.dtype), None if module.bias is None else module.bias.to(x.dtype))
+        elif isinstance(module, nn.SiLU) and not torch.is_grad_enabled():
+            x = nn.functional.silu(x, inplace=True)  # x is a fresh linear output; nothing else holds it
         else:
             x = module(x)
     return x
