@@ -28,8 +28,8 @@ import torch
 
 from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import format_rows, machine_info
-from molediff.chem.evaluation import (DEFAULT_METHODS, aggregate, evaluate, run_model, score_coordinates,
-                                      select_molecules)
+from molediff.chem.evaluation import (DEFAULT_METHODS, PAIRED_COLUMNS, aggregate, evaluate, paired_comparison,
+                                      run_model, score_coordinates, select_molecules)
 from molediff.core.samplers import SAMPLERS
 from molediff.data.qm9 import load_qm9
 
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## Model vs ETKDG: QM9 {args.split}, {len(mols)} molecules, K={args.num_confs}, "
               f"model sampler {sampler} with {steps} steps, RDKit numThreads={args.threads}")
         t0 = time.perf_counter()
-        rows, _ = evaluate(mols, args.methods.split(","), model=model, k=args.num_confs, seed=args.seed,
-                           sampler=sampler, steps=steps, threads=args.threads,
-                           log=lambda m: print(f"[main] {m}", file=sys.stderr, flush=True))
+        rows, per_molecule = evaluate(mols, args.methods.split(","), model=model, k=args.num_confs, seed=args.seed,
+                                      sampler=sampler, steps=steps, threads=args.threads,
+                                      log=lambda m: print(f"[main] {m}", file=sys.stderr, flush=True))
         print(format_rows(rows))
         for r in rows:
             if r.no_conformer:
@@ -137,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# wall time {time.perf_counter() - t0:.0f} s (scoring included)")
         result["main"] = {"split": args.split, "molecules": len(mols), "k": args.num_confs, "sampler": sampler,
                           "steps": steps, "rows": [r.as_dict() for r in rows]}
+        baseline = "etkdg" if "etkdg" in per_molecule else None
+        if baseline and len(per_molecule) > 1:
+            paired = paired_comparison(per_molecule, baseline)
+            print(f"\n## The same, on the {paired[0].molecules} molecules every method embedded "
+                  f"(head-to-head against {baseline})")
+            print(format_rows(paired, PAIRED_COLUMNS))
+            result["main"]["paired"] = {"baseline": baseline, "rows": [vars(r) for r in paired]}
         _write(args.json, result)  # keep the main table even if the sweep is interrupted
 
     if args.sweep_mols > 0:

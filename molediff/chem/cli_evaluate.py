@@ -189,5 +189,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"# {r.method}: {r.notes}")
     print("# min-RMSD: heavy atoms, symmetry-aware, after alignment, vs the DFT geometry (Å); stereo: "
           "conformers of molecules with specified stereo; 'stereo fixed': after reflecting mirror images")
+    if "etkdg" in per_molecule and len(per_molecule) > 1:
+        from molediff.chem.evaluation import PAIRED_COLUMNS, paired_comparison
+
+        paired = paired_comparison(per_molecule, "etkdg")
+        print(f"# on the {paired[0].molecules} molecules every method embedded, head-to-head against etkdg:")
+        print(format_rows(paired, PAIRED_COLUMNS))
     write_outputs(args.out, rows, settings, per_molecule)
     return 0

@@ -39,7 +39,8 @@ from molediff.chem.stereo import stereo_reference, stereo_report
 from molediff.chem.validity import ValidityChecker
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "EvaluationRow",
-           "select_molecules", "score_molecule", "score_coordinates", "aggregate", "run_model", "run_etkdg",
+           "select_molecules", "score_molecule", "score_coordinates", "aggregate", "PairedRow", "PAIRED_COLUMNS",
+           "paired_comparison", "run_model", "run_etkdg",
            "relax_all", "run_product", "evaluate"]
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff")
@@ -185,6 +186,54 @@ def aggregate(method: str, scores: Sequence[MoleculeScore], k: int, seconds: flo
         conformers=generated, seconds=float(seconds),
         conformers_per_s=generated / seconds if seconds > 0 else float("nan"), notes=notes)
 
+
+
+@dataclass
+class PairedRow:
+    """One method on the molecules every compared method embedded, and head-to-head against a baseline."""
+
+    method: str
+    molecules: int
+    mean_min_rmsd: float
+    median_min_rmsd: float
+    coverage_05: float
+    coverage_025: float
+    coverage_01: float
+    wins: float  # fraction of these molecules where this method's min-RMSD is lower than the baseline's
+    losses: float
+
+
+PAIRED_COLUMNS = (
+    ("method", "method", "{}"), ("mols", "molecules", "{}"), ("mean minRMSD", "mean_min_rmsd", "{:.3f}"),
+    ("median", "median_min_rmsd", "{:.3f}"), ("cov@0.5", "coverage_05", "{:.3f}"),
+    ("cov@0.25", "coverage_025", "{:.3f}"), ("cov@0.1", "coverage_01", "{:.3f}"),
+    ("better than baseline", "wins", "{:.3f}"), ("worse", "losses", "{:.3f}"),
+)
+
+
+def paired_comparison(per_molecule: dict[str, Sequence[MoleculeScore]], baseline: str) -> list[PairedRow]:
+    """Every method restricted to the molecules where *all* methods produced a finite conformer.
+
+    The main table leaves a method's failed molecules out of its mean and median, which flatters a method
+    that fails on the hard ones; here every row covers the same molecules, and ``wins`` / ``losses``
+    count the molecules where a method's min-RMSD is lower / higher than ``baseline``'s (ties: neither).
+    """
+    if baseline not in per_molecule:
+        raise ValueError(f"baseline {baseline!r} is not among the methods {list(per_molecule)}")
+    common = set.intersection(*({s.index for s in scores if s.rmsds} for scores in per_molecule.values()))
+    base = {s.index: s.min_rmsd for s in per_molecule[baseline] if s.index in common}
+    rows = []
+    for method, scores in per_molecule.items():
+        mine = {s.index: s.min_rmsd for s in scores if s.index in common}
+        best = np.array([mine[i] for i in sorted(common)])
+        ref = np.array([base[i] for i in sorted(common)])
+        n = len(best)
+        cover = (lambda t: float((best <= t).mean())) if n else (lambda t: float("nan"))
+        rows.append(PairedRow(
+            method, n, float(best.mean()) if n else float("nan"), float(np.median(best)) if n else float("nan"),
+            cover(0.5), cover(0.25), cover(0.1),
+            float((best < ref).mean()) if n else float("nan"), float((best > ref).mean()) if n else float("nan")))
+    return rows
 
 # ----------------------------------------------------------------------------- generators
 def run_model(model: Any, mols: Sequence[EvalMolecule], k: int, *, sampler: str | None = None,

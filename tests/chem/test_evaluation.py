@@ -190,3 +190,24 @@ def test_cli_evaluate_etkdg_writes_json_and_csv(tmp_path, records, monkeypatch, 
     assert not math.isnan(doc["rows"][0]["mean_min_rmsd"])
     assert out_csv.read_text().splitlines()[0].startswith("method,molecules,k,")
     assert main(["evaluate", "--methods", "etkdg", "--out", str(tmp_path / "r.txt")]) == 2
+
+
+def test_paired_comparison_uses_only_molecules_every_method_embedded():
+    from molediff.chem.evaluation import MoleculeScore, paired_comparison
+
+    def scores(values):
+        return [MoleculeScore(i, f"m{i}", 2, rmsds=[] if v is None else [v, v + 1.0]) for i, v in enumerate(values)]
+
+    per_molecule = {
+        "etkdg": scores([0.1, None, 0.3, 0.05]),  # fails molecule 1: it must drop out of every row
+        "model": scores([0.2, 9.0, 0.1, 0.05]),
+    }
+    rows = {r.method: r for r in paired_comparison(per_molecule, "etkdg")}
+    assert rows["model"].molecules == rows["etkdg"].molecules == 3
+    assert rows["model"].mean_min_rmsd == pytest.approx((0.2 + 0.1 + 0.05) / 3)
+    assert rows["model"].median_min_rmsd == pytest.approx(0.1)
+    assert rows["model"].coverage_01 == pytest.approx(2 / 3)
+    assert rows["model"].wins == pytest.approx(1 / 3) and rows["model"].losses == pytest.approx(1 / 3)
+    assert rows["etkdg"].wins == 0 and rows["etkdg"].losses == 0
+    with pytest.raises(ValueError, match="baseline"):
+        paired_comparison(per_molecule, "etkdg+mmff")
