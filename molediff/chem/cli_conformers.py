@@ -14,6 +14,7 @@ molecule failed, 2 for usage errors (bad options, unreadable input file, model n
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import os
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             device = f"cuda:{ctx.local_rank}"
         model = resolve_model(args.model, device)
         if args.precision is not None and hasattr(model, "precision"):
+            model = copy.copy(model)  # shares the weights; the cached shipped model keeps its own setting
             model.precision = args.precision
     except (ValueError, MissingDependencyError, ImportError, OSError) as err:
         _err(str(err))

@@ -102,3 +102,20 @@ def test_kill_9_then_resume_gives_complete_output_without_duplicates(tmp_path):
     titles = [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(out), removeHs=False)]
     assert titles[::2] == [f"mol{k}" for k in range(n)]
     assert not state.exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_option_reaches_the_shipped_model_and_the_output(tmp_path, precision):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CC(=O)N", "-n", "2", "--seed", "0", "--precision", precision, "-o", str(out), "-q"]) == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert len(mols) == 2 and all(m.GetProp("molediff_precision") == precision for m in mols)
+
+
+def test_precision_option_leaves_the_cached_shipped_model_alone(tmp_path):
+    from molediff.chem.generate import resolve_model
+
+    before = resolve_model(None).precision
+    assert main(["conformers", "CCO", "-n", "1", "--seed", "0", "--precision", "fp32", "-o", str(tmp_path / "a.sdf"),
+                 "-q"]) == 0
+    assert resolve_model(None).precision == before
