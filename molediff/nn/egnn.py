@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from molediff.nn.embeddings import MLP, NodeEmbedding, cosine_cutoff
 from molediff.nn.dense_blocks import DenseBlock, dense_blocks
+from molediff.nn.embeddings import MLP, NodeEmbedding, cosine_cutoff
 from molediff.nn.graph import build_edges
 
 __all__ = ["EGNN", "EGNNLayer"]
