@@ -65,7 +65,7 @@ def test_far_larger_than_training_warns_and_max_atoms_caps(fake_model):
 
 
 def test_unsupported_element_in_batch_names_line(tmp_path, capsys):
-    inp, rep = tmp_path / "x.smi", tmp_path / "f.csv"
+    inp = tmp_path / "x.smi"
     inp.write_text("CCO ok\nCC[Se]C selenide\n")
     from molediff.chem import generate as g
     from molediff.chem.io_read import read_inputs

@@ -1,10 +1,8 @@
 """torchrun with 2 CPU processes: shards by record index, rank 0 merges in input order."""
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 from rdkit import Chem

@@ -1,7 +1,6 @@
 """Readers, writers, conversion and crash-safe checkpointing."""
 
 import io
-import json
 
 import numpy as np
 import pytest
