@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from molediff.nn.dense_blocks import DenseBlock, dense_blocks
 from molediff.nn.embeddings import MLP, NodeEmbedding, cosine_cutoff
-from molediff.nn.graph import build_edges
+from molediff.nn.graph import EdgeSet, build_edges
 
 __all__ = ["EGNN", "EGNNLayer"]
 
@@ -188,6 +188,7 @@ class EGNN(nn.Module):
         self.embed = NodeEmbedding(node_dim, hidden)
         self.edge_dtype: torch.dtype | None = None
         self.dense_execution = True
+        self._topology_cache: tuple | None = None  # see _topology
         self.layers = nn.ModuleList(EGNNLayer(hidden, edge_dim + 2, update_features=k < num_layers - 1) for k in range(num_layers))
 
     def forward(
@@ -201,14 +202,9 @@ class EGNN(nn.Module):
         edge_attr: Tensor | None = None,
     ) -> Tensor:
         h = self.embed(x, c_noise, node_attr)
-        edges = build_edges(
-            x, batch, edge_index, edge_attr, edge_dim=self.edge_dim,
-            radius=self.radius, knn=self.knn, fully_connected=self.fully_connected,
-        )  # fmt: skip
-        if self.fully_connected and self.dense_execution:
-            blocks = dense_blocks(batch if batch is not None else x.new_zeros(x.shape[0], dtype=torch.long), edges)
-            if blocks is not None:
-                return self._dense_forward(h, x, blocks)
+        edges, blocks = self._topology(x, batch, edge_index, edge_attr)
+        if blocks is not None:
+            return self._dense_forward(h, x, blocks)
         src, dst = edges.edge_index
         weight = torch.ones(src.shape[0], 1, dtype=x.dtype, device=x.device)
         if self.radius is not None:
@@ -222,6 +218,36 @@ class EGNN(nn.Module):
             h, dx = layer(h, x + disp, edges.edge_index, edges.edge_attr, weight, inv_deg, self.edge_dtype)
             disp = disp + dx
         return disp
+
+    def _topology(
+        self, x: Tensor, batch: Tensor | None, edge_index: Tensor | None, edge_attr: Tensor | None
+    ) -> tuple[EdgeSet, list[DenseBlock] | None]:
+        """The edge set, and its dense blocks when the dense path applies.
+
+        A fully connected graph does not depend on ``x``, so without gradients (sampling: every step
+        calls the network on the same batch) the result is kept for the next call on the *same* graph
+        tensors (identity and in-place version checked, references held so identity cannot be reused).
+        """
+        graph = (batch, edge_index, edge_attr)
+        key = None
+        if self.fully_connected and not torch.is_grad_enabled() and not any(
+            t is not None and t.is_inference() for t in graph
+        ):
+            key = (tuple(None if t is None else t._version for t in graph), x.shape[0], x.dtype, x.device,
+                   self.dense_execution)
+            cached = self._topology_cache
+            if cached is not None and cached[1] == key and all(a is b for a, b in zip(cached[0], graph)):
+                return cached[2]
+        edges = build_edges(
+            x, batch, edge_index, edge_attr, edge_dim=self.edge_dim,
+            radius=self.radius, knn=self.knn, fully_connected=self.fully_connected,
+        )  # fmt: skip
+        blocks = None
+        if self.fully_connected and self.dense_execution:
+            blocks = dense_blocks(batch if batch is not None else x.new_zeros(x.shape[0], dtype=torch.long), edges)
+        if key is not None:
+            self._topology_cache = (graph, key, (edges, blocks))
+        return edges, blocks
 
     def _dense_forward(self, h: Tensor, x: Tensor, blocks: list[DenseBlock]) -> Tensor:
         """The layer stack on each dense block (graphs do not interact, so blocks run one after another)."""

@@ -137,3 +137,22 @@ def test_bf16_edges_stay_close_to_fp32_and_keep_fp32_outputs():
             err = (out - ref).norm() / ref.norm()
             assert 0 < err < 0.03, err  # rounded (not silently fp32), yet close
     assert net.edge_dtype is None  # restored on exit
+
+
+def test_sampling_reuses_the_graph_layout_only_for_the_same_unchanged_graph():
+    net = _net(seed=6)
+    x, cond = _molecule_batch([5, 3, 5], seed=7)
+    c_noise = torch.rand(x.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        first = net(x, c_noise, **cond)
+        layout = net._topology_cache[2]
+        again = net(x * 1.1, c_noise, **cond)  # new positions, same graph: layout reused
+        assert net._topology_cache[2] is layout
+        fresh = _net(seed=6)  # same weights, nothing cached
+        torch.testing.assert_close(again, fresh(x * 1.1, c_noise, **cond), rtol=0, atol=1e-12)
+        cond["edge_attr"].mul_(0.5)  # an in-place change of the graph invalidates it
+        changed = net(x, c_noise, **cond)
+        assert net._topology_cache[2] is not layout
+        torch.testing.assert_close(changed, _net(seed=6)(x, c_noise, **cond), rtol=0, atol=1e-12)
+        assert not torch.allclose(changed, first)
+    net(x, c_noise, **cond)  # with gradients (training): no cache involved, same result
