@@ -187,7 +187,6 @@ def aggregate(method: str, scores: Sequence[MoleculeScore], k: int, seconds: flo
         conformers_per_s=generated / seconds if seconds > 0 else float("nan"), notes=notes)
 
 
-
 @dataclass
 class PairedRow:
     """One method on the molecules every compared method embedded, and head-to-head against a baseline."""
@@ -222,18 +221,21 @@ def paired_comparison(per_molecule: dict[str, Sequence[MoleculeScore]], baseline
         raise ValueError(f"baseline {baseline!r} is not among the methods {list(per_molecule)}")
     common = set.intersection(*({s.index for s in scores if s.rmsds} for scores in per_molecule.values()))
     base = {s.index: s.min_rmsd for s in per_molecule[baseline] if s.index in common}
+    order = sorted(common)
+    ref = np.array([base[i] for i in order])
     rows = []
     for method, scores in per_molecule.items():
         mine = {s.index: s.min_rmsd for s in scores if s.index in common}
-        best = np.array([mine[i] for i in sorted(common)])
-        ref = np.array([base[i] for i in sorted(common)])
-        n = len(best)
-        cover = (lambda t: float((best <= t).mean())) if n else (lambda t: float("nan"))
+        best = np.array([mine[i] for i in order])
+        if not len(best):
+            rows.append(PairedRow(method, 0, *[float("nan")] * 7))
+            continue
         rows.append(PairedRow(
-            method, n, float(best.mean()) if n else float("nan"), float(np.median(best)) if n else float("nan"),
-            cover(0.5), cover(0.25), cover(0.1),
-            float((best < ref).mean()) if n else float("nan"), float((best > ref).mean()) if n else float("nan")))
+            method, len(best), float(best.mean()), float(np.median(best)),
+            *(float((best <= t).mean()) for t in THRESHOLDS),
+            float((best < ref).mean()), float((best > ref).mean())))
     return rows
+
 
 # ----------------------------------------------------------------------------- generators
 def run_model(model: Any, mols: Sequence[EvalMolecule], k: int, *, sampler: str | None = None,

@@ -224,7 +224,7 @@ class ConformerModel(nn.Module):
         with planar double bonds and bond lengths and angles inside RDKit's bounds
         (:mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
         ``precision`` is passed to :meth:`sample_graphs` (default ``self.precision``), and so are
-        ``sampler_options``, the sampler's own keyword arguments (e.g. ``{"s_churn": 20}`` for ``heun``).
+        ``sampler_options``, the sampler's own keyword arguments (e.g. ``{"churn": 20}`` for ``heun``).
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize

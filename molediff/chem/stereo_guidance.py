@@ -18,6 +18,9 @@ the penalty of :func:`guidance_penalty` is zero. Its terms:
 * **Bond lengths and angles.** Pulling atoms through a wrong configuration stretches bonds, so 1-2 and
   1-3 distances outside RDKit's distance-geometry bounds (``GetMoleculeBoundsMatrix``) are penalised
   quadratically; inside them the term is zero and the network's geometry is untouched.
+* **Contacts.** Pairs four or more bonds apart are kept beyond ``clash_factor`` (0.75) × their contact
+  distance (:func:`molediff.chem.validity.contact_bounds`), the same pairs the validity check's clash
+  test uses, so the sample does not fold onto itself.
 
 Centres with three neighbours (a lone pair or implicit hydrogen: sulfoxides, bridgehead nitrogens)
 are not guided; the conformer generator's stereo check still enforces them.
@@ -228,7 +231,7 @@ def guidance_penalty(constraints: GuidanceConstraints, margin: float = 3.0, plan
 
     ``Σ relu(margin - sign · T)`` (centres, Å³) ``+ Σ relu(planar_margin - s · cos φ)`` (double bonds,
     ``|cos φ|`` where ``s = 0``; 0.97 ≈ 14°) ``+ distance_weight · Σ (relu(lower - d)² + relu(d - upper)²)``
-    (1-2 and 1-3 distances, Å²).
+    (1-2 and 1-3 distances, and the contact lower bounds of farther pairs; Å²).
     """
     c = constraints
 

@@ -136,7 +136,8 @@ class Trainer:
         self.loader = self.task.train_loader(cfg, env.rank, env.world_size, self.data_gen)
         self.ddp_model = D.wrap_model(self.model, env)
         self.precision = cfg.training.precision
-        if self.precision == "bf16" and env.device.type != "cuda" and not supports_reduced_precision(self.model):
+        self._edge_precision_path = supports_reduced_precision(self.model)
+        if self.precision == "bf16" and env.device.type != "cuda" and not self._edge_precision_path:
             warnings.warn("bf16 on CPU needs a network with a bf16 edge path (EGNN); training in fp32", stacklevel=2)
             self.precision = "fp32"
         if not self.resume and self.ckpts.steps():
@@ -232,7 +233,7 @@ class Trainer:
         else CUDA autocast; fp32: nothing."""
         if self.precision != "bf16":
             return contextlib.nullcontext()
-        if supports_reduced_precision(self.model):
+        if self._edge_precision_path:
             return edge_precision(self.model, "bf16")
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
