@@ -68,7 +68,7 @@ def field(net, inp):
 
 graphs = st.lists(st.integers(2, 40), min_size=1, max_size=3)
 dtypes = st.sampled_from([torch.float32, torch.float64])
-PROPS = settings(max_examples=10, deadline=None)
+PROPS = settings(max_examples=10, deadline=None, derandomize=True)  # the same examples in every CI run
 
 
 @pytest.mark.parametrize("name", ["egnn", "gfn", "tfn"])
