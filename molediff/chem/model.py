@@ -190,7 +190,7 @@ class ConformerModel(nn.Module):
             from molediff.core.guidance import PenaltyGuidance
 
             penalty = guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
-                                       G["distance_weight"])
+                                       G["distance_weight"], G["chirality"], G["centre_margin"])
             denoiser = PenaltyGuidance(self, penalty, sigma_range=G["sigma_range"], iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
         with edge_precision(self, self.resolved_precision(precision, device)):

@@ -156,7 +156,9 @@ class PenaltyGuidance(nn.Module):
     denoiser : callable
         ``D(x, σ, **cond) -> x̂0``.
     penalty : callable
-        ``penalty(x̂0) -> scalar tensor``, differentiable; rows of ``x̂0`` are ``[N, ...]`` like ``x``.
+        ``penalty(x̂0) -> scalar tensor``, differentiable; rows of ``x̂0`` are ``[N, ...]`` like ``x``. A
+        penalty with a ``bind(x̂0, σ) -> penalty`` method is bound to the network's estimate (and the
+        call's σ) once per call, so terms that depend on that estimate stay fixed while it is pulled.
     sigma_range : (float, float)
         ``[σ_lo, σ_hi]`` in which the correction is applied (inclusive).
     iters, step_size : int, float
@@ -191,10 +193,12 @@ class PenaltyGuidance(nn.Module):
         if not self.sigma_range[0] <= s <= self.sigma_range[1]:
             return x0
         y = x0.detach()
+        bind = getattr(self.penalty, "bind", None)
+        penalty = bind(y, s) if bind is not None else self.penalty
         for _ in range(self.iters):
             with torch.enable_grad():
                 y = y.requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.penalty(y), y)
+                (grad,) = torch.autograd.grad(penalty(y), y)
             move = self.step_size * grad
             if self.max_move is not None:
                 norm = move.flatten(1).norm(dim=1).clamp_min(1e-12)

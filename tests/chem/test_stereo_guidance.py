@@ -1,5 +1,7 @@
 """Stereo guidance: sign conventions against RDKit, the penalty's terms, and guided sampling of the shipped model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,9 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.stereo import check_coords, stereo_reference
-from molediff.chem.stereo_guidance import (GuidanceConstraints, dihedral_cosines, double_bond_constraints,
-                                           guidance_constraints, guidance_penalty, signed_volumes)
+from molediff.chem.stereo_guidance import (CHIRALITY_TERMS, GuidanceConstraints, chirality_cosines, dihedral_cosines,
+                                           double_bond_constraints, guidance_constraints, guidance_penalty,
+                                           signed_volumes)
 
 CHIRAL = ["C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O", "C[C@@H]1C[C@H](O)[C@@H](C)O1", "O[C@H]1CC[C@@H](F)CC1",
           "C[C@]12CC[C@H](C1)C2(C)C", "N[C@@H](CO)[C@H](C)O"]
@@ -29,6 +32,53 @@ def test_sign_of_the_volume_matches_the_chiral_tag(smiles):
     pos = torch.tensor(mol.GetConformer().GetPositions())
     assert torch.equal(torch.sign(signed_volumes(pos, cons.quads)), cons.signs.double())
     assert torch.equal(torch.sign(signed_volumes(-pos, cons.quads)), -cons.signs.double())
+    assert cons.centres.tolist() == [a.GetIdx() for a in mol.GetAtoms() if a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED]
+    cos = chirality_cosines(pos, cons.centres, cons.quads)  # RDKit's criterion: negative for CW
+    assert torch.equal(torch.sign(cos), -cons.signs.double()) and torch.all(cos.abs() > 0.5)
+    assert torch.equal(chirality_cosines(-pos, cons.centres, cons.quads), -cos)
+
+
+def _inverted_centre() -> Chem.Mol:
+    """CFClBrI with the carbon below all four neighbours: outside their tetrahedron, as at a strained
+    bridgehead (QM9 has such centres in housanes and propellane-like cages)."""
+    mol = Chem.AddHs(Chem.MolFromSmiles("FC(Cl)(Br)I"))
+    pos = np.array([[1.4, 0.0, 0.35], [0.0, 0.0, 0.0], [-0.9, 1.5, 0.35], [-0.9, -1.5, 0.35], [0.0, 0.0, 2.0]])
+    conf = Chem.Conformer(5)
+    conf.SetPositions(pos)
+    conf.Set3D(True)
+    mol.AddConformer(conf)
+    Chem.AssignStereochemistryFrom3D(mol)
+    assert mol.GetAtomWithIdx(1).GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED
+    return mol
+
+
+def test_only_centres_fused_into_small_rings_count_as_invertible():
+    cage = guidance_constraints(Chem.AddHs(Chem.MolFromSmiles("C1C[C@]23C[C@]2(O1)[C@H]1O[C@H]13")))  # QM9 37121
+    assert cage.invertible.tolist() == [True, True, False, False]  # the two cyclopropane/oxetane bridgeheads
+    for smiles in CHIRAL:
+        assert not guidance_constraints(Chem.AddHs(Chem.MolFromSmiles(smiles))).invertible.any()
+
+
+def test_at_an_inverted_centre_only_the_centre_criterion_agrees_with_rdkit():
+    mol = _inverted_centre()
+    cons = guidance_constraints(mol, clash_factor=0.0)
+    assert not cons.invertible.any()  # a lone CFClBrI: pretend it is a cage bridgehead
+    cons = dataclasses.replace(cons, invertible=torch.ones_like(cons.invertible))
+    pos = torch.tensor(mol.GetConformer().GetPositions())
+    assert float(cons.signs * signed_volumes(pos, cons.quads)) < 0  # the volume says "wrong"
+    assert float(-cons.signs * chirality_cosines(pos, cons.centres, cons.quads)) > 0  # RDKit's reading: right
+    assert check_coords(stereo_reference(mol), pos.numpy())
+    penalties = {c: float(guidance_penalty(cons, distance_weight=0.0, chirality=c)(pos)) for c in CHIRALITY_TERMS}
+    assert penalties["volume"] > 0 and penalties["shape"] == penalties["centre"] == 0
+    mirror = -pos  # the wrong configuration of the same inverted shape: every criterion but "volume" sees it
+    assert not check_coords(stereo_reference(mol), mirror.numpy())
+    wrong = {c: float(guidance_penalty(cons, distance_weight=0.0, chirality=c)(mirror)) for c in CHIRALITY_TERMS}
+    assert wrong["volume"] == 0 and wrong["shape"] > 0 and wrong["centre"] > 0
+
+
+def test_unknown_chirality_term_is_refused():
+    with pytest.raises(ValueError, match="chirality"):
+        guidance_penalty(guidance_constraints(_embedded("C[C@H](N)O")), chirality="sign")
 
 
 @pytest.mark.parametrize("smiles, cis", [("C/C=C/C", [-1.0]), ("C/C=C\\C", [1.0]), ("F/C(Cl)=C(/Br)I", [-1.0]),
@@ -60,17 +110,20 @@ def test_planarity_signs_follow_the_specified_pair():
     assert signs == {(0, 4): -1.0, (0, 5): 1.0, (2, 4): 1.0, (2, 5): -1.0}
 
 
-def test_penalty_is_zero_when_right_and_descending_it_repairs_a_mirror_image():
+@pytest.mark.parametrize("chirality", CHIRALITY_TERMS)
+def test_penalty_is_zero_when_right_and_descending_it_repairs_a_mirror_image(chirality):
     mol = _embedded("C[C@@H]1C[C@H](O)[C@@H](C)O1")
     ref, cons = stereo_reference(mol), guidance_constraints(mol)
-    penalty = guidance_penalty(cons, margin=3.0, distance_weight=0.0)  # the mirror image keeps every distance
+    # the mirror image keeps every distance
+    penalty = guidance_penalty(cons, margin=3.0, distance_weight=0.0, chirality=chirality)
     right = torch.tensor(mol.GetConformer().GetPositions())
     assert float(penalty(right)) == 0.0
     y = -right
     assert not check_coords(ref, y.numpy())
+    bound = penalty.bind(y)  # as PenaltyGuidance does: centre shapes read once, at the start
     for _ in range(200):
         y.requires_grad_(True)
-        (g,) = torch.autograd.grad(penalty(y), y)
+        (g,) = torch.autograd.grad(bound(y), y)
         y = (y - 0.05 * g).detach()
     assert float(penalty(y)) == 0.0
     assert check_coords(ref, y.numpy())  # RDKit perceives the specified configuration again
@@ -82,6 +135,7 @@ def test_concat_offsets_each_part():
     n_a = 11
     both = GuidanceConstraints.concat([a, b], [n_a, 12])
     assert both.quads.tolist() == a.quads.tolist() and both.signs.tolist() == a.signs.tolist()
+    assert both.centres.tolist() == a.centres.tolist() == [1]
     assert both.planar.tolist() == (b.planar + n_a).tolist() and both.planar_sign.tolist() == b.planar_sign.tolist()
     assert both.pairs.tolist() == a.pairs.tolist() + (b.pairs + n_a).tolist()
     assert len(both) == len(a) + len(b) and len(GuidanceConstraints.concat([], [])) == 0

@@ -53,3 +53,28 @@ def test_max_move_caps_each_rows_step():
     torch.testing.assert_close(moved, torch.tensor([0.25, 0.0]))
     with pytest.raises(ValueError):
         PenaltyGuidance(_shrink, _above_one, max_move=0.0)
+
+
+class _AboveTheEstimate:
+    """Feasible set: every entry >= the estimate it was bound to, plus one; records each binding."""
+
+    def __init__(self, floor=None):
+        self.floor, self.bound = floor, []
+
+    def bind(self, x0, sigma):
+        self.bound.append((x0.clone(), sigma))
+        return _AboveTheEstimate(x0 + 1.0)
+
+    def __call__(self, y):
+        return torch.relu(self.floor - y).square().sum()
+
+
+def test_a_bindable_penalty_is_bound_once_per_call_to_the_network_estimate():
+    penalty = _AboveTheEstimate()
+    guided = PenaltyGuidance(_shrink, penalty, iters=60, step_size=0.3)
+    x = torch.full((2, 3), 4.0)
+    out = guided(x, torch.full((2,), 0.7))
+    assert len(penalty.bound) == 1  # not re-bound at each of the 60 steps, where the target would run away
+    torch.testing.assert_close(penalty.bound[0][0], _shrink(x, None))
+    assert penalty.bound[0][1] == pytest.approx(0.7)
+    torch.testing.assert_close(out, _shrink(x, None) + 1.0, atol=1e-3, rtol=0)
