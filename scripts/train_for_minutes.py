@@ -55,12 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     saved = CheckpointManager(Path(args.out) / "checkpoints").steps()
     first = max(saved) if saved else 0  # the step the probe resumes from
     t_probe = time.monotonic()
-    trainer, _ = _train(args.config, args.out, args.overrides, first + args.probe_steps)
-    rate = args.probe_steps / (time.monotonic() - t_probe)
+    # a run already past the config's schedule would stop at once: let the probe's schedule reach past it
+    probe_total = [f"training.steps={first + args.probe_steps}"] if provisional < first + args.probe_steps else []
+    trainer, _ = _train(args.config, args.out, [*args.overrides, *probe_total], first + args.probe_steps)
+    done = trainer.step - first
+    if done <= 0:
+        raise SystemExit(f"the probe trained no step (run at step {first}); nothing to size the schedule on")
+    rate = done / (time.monotonic() - t_probe)
     remaining = budget_s - (time.monotonic() - start)
     total = trainer.step + int(args.safety * rate * remaining)
     minutes_left = max(0.5, remaining / 60.0)
-    print(json.dumps({"resumed_at": first, "probe_steps_per_s": round(rate, 2), "seconds_left": round(remaining, 1),
+    print(json.dumps({"resumed_at": first, "probe_steps": done, "probe_steps_per_s": round(rate, 2),
+                      "seconds_left": round(remaining, 1),
                       "scheduled_total_steps": total}), flush=True)
     del trainer
     trainer, elapsed = _train(args.config, args.out,

@@ -1,0 +1,43 @@
+"""scripts/train_for_minutes.py: probe, size the cosine schedule to the budget, finish; also past the config's schedule."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from molediff.training.checkpoint import CheckpointManager
+from tests.training.conftest import toy_raw
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_for_minutes.py"
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("molediff_train_for_minutes", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(driver, config: Path, out: Path, capsys) -> dict:
+    assert driver.main([str(config), "--out", str(out), "--minutes", "0.05", "--probe-steps", "5"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return {k: v for line in lines for k, v in line.items()}
+
+
+def test_resumes_and_trains_even_past_the_configs_schedule(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_raw(out, steps=8, ckpt_every=4)))
+    driver = _driver()
+    first = _run(driver, config, out, capsys)
+    assert first["resumed_at"] == 0 and first["probe_steps"] == 5 and first["final_step"] >= 5
+    # the run now stands at or past training.steps = 8: the probe must still train, not stop at once
+    again = _run(driver, config, out, capsys)
+    assert again["resumed_at"] == first["final_step"] and again["probe_steps"] == 5
+    assert again["final_step"] >= again["resumed_at"] + 5
+    assert max(CheckpointManager(out / "checkpoints").steps()) == again["final_step"]
