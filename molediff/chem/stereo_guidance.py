@@ -17,10 +17,10 @@ the penalty of :func:`guidance_penalty` is zero. Its terms:
   tetrahedron, as in housanes and propellane-like cages) ``T`` has the other sign (:func:`centre_shapes`
   reads which one the network's estimate is, once per guidance call), plus a hinge on Ĉ itself,
   ``relu(centre_margin - (-sign) · Ĉ)``, for centres whose first three neighbours nearly share a plane
-  with them (fused cyclopropanes, bicyclopentanes), where T can be right while RDKit reads Ĉ. Against the tags RDKit perceives from
-  QM9's DFT geometries, T's sign held for 23,813 of 23,852 validation centres; the 39 others are inverted
-  bridgeheads, where the volume-only rule of earlier versions pulled every sample into the wrong
-  configuration.
+  with them (fused cyclopropanes, bicyclopentanes), where T can be right while RDKit reads Ĉ. Against
+  the tags RDKit perceives from QM9's DFT geometries, T's sign held for 23,813 of 23,852 validation
+  centres; the 39 others are inverted bridgeheads, where the volume-only rule of earlier versions pulled
+  every sample into the wrong configuration.
 * **Double bonds.** Every dihedral ``a-b=c-d`` across a non-aromatic double bond must be planar,
   ``|cos φ|`` near 1; where the input specifies E/Z, the sign too (``cos φ > 0`` cis): which pair is cis
   comes from RDKit's stereo perception (``FindPotentialStereo``), not from a label convention.
@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
 __all__ = ["GuidanceConstraints", "guidance_constraints", "double_bond_constraints", "planar_dihedrals",
-           "signed_volumes", "chirality_cosines", "dihedral_cosines", "guidance_penalty", "DEFAULT_STEREO_GUIDANCE", "NO_UPPER"]
+           "signed_volumes", "chirality_cosines", "centre_shapes", "dihedral_cosines", "guidance_penalty",
+           "GuidancePenalty", "DEFAULT_STEREO_GUIDANCE", "NO_UPPER"]
 
 _TAG_SIGN = {"CHI_TETRAHEDRAL_CW": 1.0, "CHI_TETRAHEDRAL_CCW": -1.0}  # by name: importable without RDKit
 
@@ -79,6 +80,10 @@ NO_UPPER = 1.0e4
 
 def _long(rows: list, width: int) -> Tensor:
     return torch.tensor(rows, dtype=torch.long).reshape(-1, width)
+
+
+def _index(values: list) -> Tensor:
+    return torch.tensor(values, dtype=torch.long).reshape(-1)
 
 
 def _float(values) -> Tensor:
@@ -131,7 +136,7 @@ class GuidanceConstraints:
         """Constraints of a disjoint union: part ``i``'s indices shifted by ``sum(sizes[:i])``."""
         parts = list(parts)
         if not parts:
-            return GuidanceConstraints(_long([], 1).reshape(-1), _long([], 4), _float([]), torch.zeros(0, dtype=torch.bool),
+            return GuidanceConstraints(_index([]), _long([], 4), _float([]), torch.zeros(0, dtype=torch.bool),
                                        _long([], 4), _float([]), _long([], 2), _float([]), _float([]))
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
         merged = {}
@@ -175,7 +180,7 @@ def guidance_constraints(mol: "Chem.Mol", clash_factor: float | None = None) -> 
         ic, jc, contact, _ = contact_bounds(mol, bounds)
         i, j = np.concatenate([i, ic]), np.concatenate([j, jc])
         lo, hi = np.concatenate([lo, clash_factor * contact]), np.concatenate([hi, np.full(ic.shape, NO_UPPER)])
-    return GuidanceConstraints(_long(centres, 1).reshape(-1), _long(quads, 4), _float(signs),
+    return GuidanceConstraints(_index(centres), _long(quads, 4), _float(signs),
                                torch.tensor(invertible, dtype=torch.bool), planar, planar_sign,
                                torch.as_tensor(np.stack([i, j], 1), dtype=torch.long).reshape(-1, 2),
                                _float(lo), _float(hi))
@@ -358,8 +363,9 @@ def guidance_penalty(constraints: GuidanceConstraints, margin: float = 3.0, plan
     Centres (``chirality``): ``"volume"`` ``Σ relu(margin - sign · T)`` (Å³, :func:`signed_volumes`);
     ``"centre"`` ``CENTRE_SCALE · Σ relu(centre_margin + sign · Ĉ)`` (:func:`chirality_cosines`, RDKit's
     own criterion, a poor handle alone: see the module docstring); ``"shape"`` (default) the volume term
-    with its sign flipped at inverted centres (:func:`centre_shapes`) plus the centre term. Double bonds: ``Σ relu(planar_margin - s · cos φ)`` (``|cos φ|`` where ``s = 0``;
-    0.97 ≈ 14°). Distances: ``distance_weight · Σ (relu(lower - d)² + relu(d - upper)²)`` (1-2 and 1-3
-    distances, and the contact lower bounds of farther pairs; Å²).
+    with its sign flipped at inverted centres (:func:`centre_shapes`) plus the centre term. Double bonds:
+    ``Σ relu(planar_margin - s · cos φ)`` (``|cos φ|`` where ``s = 0``; 0.97 ≈ 14°). Distances:
+    ``distance_weight · Σ (relu(lower - d)² + relu(d - upper)²)`` (1-2 and 1-3 distances, and the contact
+    lower bounds of farther pairs; Å²).
     """
     return GuidancePenalty(constraints, margin, planar_margin, distance_weight, chirality, centre_margin)
