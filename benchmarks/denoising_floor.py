@@ -31,7 +31,6 @@ from molediff.chem.featurize import collate, featurize
 from molediff.chem.metrics import best_rmsd
 from molediff.core.samplers import SAMPLERS
 from molediff.core.schedules import karras_sigmas
-from molediff.core.spaces import CenteredSpace
 from molediff.data.qm9 import load_qm9
 from molediff.nn.precision import edge_precision
 
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = collate(graphs)
     cond = {"node_attr": batch.node_attr, "edge_index": batch.edge_index, "edge_attr": batch.edge_attr,
             "batch": batch.batch}
-    space = CenteredSpace(batch.batch)
+    space = model.noise_space(batch.batch, batch.edge_index, batch.edge_attr)  # the model's own prior
     x_ref = space.project(torch.cat([torch.as_tensor(m.GetConformer().GetPositions()) for m in mols]).float())
     generator = torch.Generator().manual_seed(args.seed)
     for sigma0 in (float(s) for s in args.sigmas.split(",")):

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from molediff.core.denoiser import EDMPrecond
 from molediff.core.samplers import SAMPLERS
 from molediff.core.schedules import karras_sigmas
+from molediff.chem.prior import PRIORS, noise_space
 from molediff.core.spaces import CenteredSpace
 from molediff.nn.precision import edge_precision, resolve_precision, supports_reduced_precision
 
@@ -55,6 +56,8 @@ class ConformerModelConfig:
 
     ``sigma_data`` is the per-coordinate standard deviation of centred training geometries (Å);
     ``sigma_min``/``sigma_max``/``rho`` define the sampling grid (Karras et al. 2022, eq. 5).
+    ``prior`` is the noise the model was trained and samples with, ``"centered"`` (isotropic, zero CoM) or
+    ``"harmonic"`` (bond-graph Laplacian with ``prior_stiffness`` and ``prior_eps``; :mod:`molediff.chem.prior`).
     """
 
     network: str = "egnn"
@@ -69,6 +72,9 @@ class ConformerModelConfig:
     default_sampler: str = "heun"
     default_steps: int = 20
     name: str = "molediff-conformer"
+    prior: str = "centered"
+    prior_stiffness: float = 1.1
+    prior_eps: float = 0.05
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ConformerModelConfig":
@@ -79,6 +85,8 @@ class ConformerModelConfig:
         data = dict(data)
         if "elements" in data:
             data["elements"] = tuple(data["elements"])
+        if data.get("prior", "centered") not in PRIORS:
+            raise ValueError(f"unknown prior {data['prior']!r}; choose one of {PRIORS}")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +145,19 @@ class ConformerModel(nn.Module):
             if atom.GetSymbol() not in self.config.elements:
                 raise UnsupportedElementError(atom.GetSymbol(), atom.GetIdx(), self.config.elements, model=self.name)
 
+    def noise_space(
+        self, batch: Tensor, edge_index: Tensor, edge_attr: Tensor, num_graphs: int | None = None
+    ) -> CenteredSpace:
+        """The space (prior) this model noises and samples a batch of molecules in (:mod:`molediff.chem.prior`).
+
+        Shapes
+        ------
+        batch: ``[N]``; edge_index: ``[2, E]``; edge_attr: ``[E, F_e]``.
+        """
+        c = self.config
+        return noise_space(c.prior, batch, edge_index, edge_attr, num_graphs,
+                           stiffness=c.prior_stiffness, eps=c.prior_eps)
+
     def sigmas(self, steps: int | None = None, device: torch.device | str | None = None) -> Tensor:
         """The descending σ grid (``steps`` levels then 0) used for sampling."""
         return karras_sigmas(
@@ -181,7 +202,7 @@ class ConformerModel(nn.Module):
             raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
         batch = cond["batch"]
         device = batch.device
-        space = CenteredSpace(batch)
+        space = self.noise_space(batch, cond["edge_index"], cond["edge_attr"])
         sig = self.sigmas(steps, device=device)
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
         denoiser: Any = self

@@ -8,8 +8,8 @@ Config sections (``configs/conformer_*.yaml``)::
     data:     {source: qm9, limit: null, val_limit: 512}   # or {packed_train: f.safetensors, packed_val: ...}
 
 Data come as :class:`~molediff.data.packed.PackedGraphs`, so a job can run from packed files on a
-machine without RDKit. Noise is drawn in :class:`~molediff.core.spaces.CenteredSpace` (zero centre
-of mass per molecule), the loss is :func:`molediff.core.losses.edm_loss`.
+machine without RDKit. Noise is drawn in the model's prior (``model.prior``: isotropic or harmonic, zero
+centre of mass per molecule; :mod:`molediff.chem.prior`), the loss is :func:`molediff.core.losses.edm_loss`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from torch import nn
 
 from molediff.chem.model import ConformerModel, ConformerModelConfig
 from molediff.core.losses import edm_loss
-from molediff.core.spaces import CenteredSpace
 from molediff.data.packed import GraphBatch, PackedGraphs
 from molediff.training.config import Config, parse_section
 from molediff.training.distributed import ShardedBatchSampler
@@ -79,8 +78,9 @@ class _Batches:
 
 
 def graph_loss(model: nn.Module, batch: GraphBatch, loss_fn, generator: torch.Generator, sigma=None) -> torch.Tensor:
-    """Per-molecule EDM denoising loss ``[B]`` of one batch in the zero-CoM space."""
-    space = CenteredSpace(batch.batch, batch.num_graphs)
+    """Per-molecule EDM denoising loss ``[B]`` of one batch, noised in the model's prior (zero CoM)."""
+    inner = model.module if hasattr(model, "module") else model
+    space = inner.noise_space(batch.batch, batch.edge_index, batch.edge_attr, batch.num_graphs)
     x0 = space.project(batch.pos)  # data live in the zero-centre-of-mass subspace
     return loss_fn(model, x0, space=space, generator=generator, reduction="none", sigma=sigma, **batch.cond())
 
