@@ -52,15 +52,18 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("training.progress=false")
     if args.out is not None:
         overrides.append(f"output_dir={args.out}")
+    clean = False
     try:
         cfg = load_config(args.config, overrides)
         trainer = Trainer(cfg, resume=args.resume, max_steps=args.max_steps)
         result = trainer.fit()
+        trainer.close()
+        clean = True
     except (ConfigError, TaskResolutionError, RunDirError, CheckpointError) as exc:
         print(f"molediff train: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        shutdown_distributed()
+        shutdown_distributed(sync=clean)
     if trainer.env.is_main:
         print(f"step {result.step} ({result.reason}); weights: {result.export}")
     return 0

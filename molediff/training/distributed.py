@@ -9,6 +9,7 @@ a run directory on a shared file system (rank 0 writes checkpoints, every rank r
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -77,10 +78,29 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
-def shutdown_distributed() -> None:
-    """Destroy the process group if one is active."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(sync: bool = True) -> None:
+    """Leave the process group (if one is active) while the interpreter is still fully alive.
+
+    Parameters
+    ----------
+    sync
+        Wait at a barrier first, so that no rank tears its communicators down while a peer is
+        still using them. Pass ``False`` on an error path, where a peer may never arrive.
+
+    Notes
+    -----
+    Release every :class:`~torch.nn.parallel.DistributedDataParallel` wrapper first
+    (:meth:`molediff.training.trainer.Trainer.close`): a process group that is still referenced
+    is only destroyed at interpreter finalisation, where gloo's worker threads can abort the
+    process (``terminate called without an active exception``, SIGABRT) after all work is done.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()  # free unreachable DDP reducers before the group goes
+    if sync and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def _active() -> bool:

@@ -357,6 +357,14 @@ class Trainer:
             log.message(f"stopped at step {self.step} ({reason}); checkpoint {ckpt}")
         return TrainResult(self.step, self.epoch, reason, ckpt, export, dict(self.last_metrics))
 
+    def close(self) -> None:
+        """Drop the data-parallel wrapper (and with it this trainer's hold on the process group).
+
+        Call before :func:`~molediff.training.distributed.shutdown_distributed`; the trainer's
+        model, EMA and checkpoints stay usable, it just cannot train data-parallel again.
+        """
+        self.ddp_model = self.model
+
     def export(self, directory: str | Path | None = None) -> Path:
         """Write the EMA (or raw) weights as ``model.safetensors`` + ``model.json`` (rank 0)."""
         state = self.ema.averaged_state_dict(self.model) if self.ema is not None else self.model.state_dict()
