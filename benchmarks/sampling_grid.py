@@ -3,7 +3,8 @@
 Each setting is a comma-separated list of ``key=value`` pairs, all optional: ``sampler`` and ``steps``
 (default: the model's), the grid of :meth:`molediff.chem.model.ConformerModel.sigmas` (``rho``,
 ``sigma_min``, ``sigma_max``) and any keyword argument of the sampler itself (``eta`` for ``ddim``,
-``churn`` for ``heun``). The empty setting ``""`` is the model's defaults. Every setting samples the
+``churn`` for ``heun``) and, prefixed ``guidance.``, any entry of
+:data:`molediff.chem.stereo_guidance.DEFAULT_STEREO_GUIDANCE` (``guidance.iters=30``). The empty setting ``""`` is the model's defaults. Every setting samples the
 same seeded validation molecules with the same seed (defaults are chosen on validation, never on
 test), and the table gives median / mean min-RMSD (heavy atoms, Å), coverage@0.5 Å, the fraction of
 valid conformers, conformers per second and, for the invalid ones, how often each validity check
@@ -12,7 +13,7 @@ failed (:class:`molediff.chem.validity.ValidityChecker`; a conformer can fail se
 Usage::
 
     python benchmarks/sampling_grid.py --num-mols 1000 -k 5 --seed 1 --threads 2 \\
-        "" "sampler=ddim,eta=0.7" "rho=4" "rho=10" "sigma_max=5"
+        "" "sampler=ddim,eta=0.7" "rho=4" "rho=10" "sigma_max=5" "guidance.iters=30"
 """
 
 from __future__ import annotations
@@ -30,15 +31,25 @@ import torch
 from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import machine_info
 from molediff.chem.evaluation import aggregate, score_coordinates, select_molecules
+from molediff.chem.stereo_guidance import DEFAULT_STEREO_GUIDANCE
 from molediff.chem.validity import ValidityChecker
 from molediff.data.qm9 import load_qm9
 
 GRID_KEYS = ("rho", "sigma_min", "sigma_max")
 
 
-def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], dict[str, float]]:
-    """``"sampler=ddim,eta=0.7,rho=5"`` -> ``(sampler, steps, grid overrides, sampler options)``."""
-    sampler, steps, grid, options = None, None, {}, {}
+def _guidance_value(default: Any, value: str) -> Any:
+    """``value`` as the type of the default: a string, a number, or ``lo:hi`` for a range."""
+    if isinstance(default, str):
+        return value
+    if isinstance(default, tuple):
+        return tuple(float(v) for v in value.split(":"))
+    return type(default)(float(value))
+
+
+def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], dict[str, float], dict[str, Any]]:
+    """``"sampler=ddim,eta=0.7,rho=5,guidance.iters=30"`` -> ``(sampler, steps, grid, sampler options, guidance)``."""
+    sampler, steps, grid, options, guidance = None, None, {}, {}, {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
@@ -47,11 +58,17 @@ def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], 
             sampler = value
         elif key == "steps":
             steps = int(value)
+        elif key.startswith("guidance."):
+            name = key[len("guidance."):]
+            if name not in DEFAULT_STEREO_GUIDANCE:
+                raise ValueError(f"setting {spec!r}: no guidance option {name!r}; "
+                                 f"choose from {sorted(DEFAULT_STEREO_GUIDANCE)}")
+            guidance[name] = _guidance_value(DEFAULT_STEREO_GUIDANCE[name], value)
         elif key in GRID_KEYS:
             grid[key] = float(value)
         else:
             options[key] = float(value)
-    return sampler, steps, grid, options
+    return sampler, steps, grid, options, guidance
 
 
 def failed_checks(mols: list[Any], coords: list[np.ndarray]) -> Counter:
@@ -88,12 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     print("| setting | median minRMSD | mean minRMSD | cov@0.5 | valid | conf/s | failed checks |")
     print("|---|---|---|---|---|---|---|")
-    for spec, (sampler, steps, grid, options) in zip(args.settings, parsed):
+    defaults = dict(DEFAULT_STEREO_GUIDANCE)
+    for spec, (sampler, steps, grid, options, guidance) in zip(args.settings, parsed):
         model.config = dataclasses.replace(base, **grid)
-        t0 = time.perf_counter()
-        coords = model.sample([m.template for m in mols], args.num_confs, sampler=sampler, steps=steps,
-                              seed=args.seed, sampler_options=options or None)
-        seconds = time.perf_counter() - t0
+        DEFAULT_STEREO_GUIDANCE.update(guidance)  # read by the model at each call; restored below
+        try:
+            t0 = time.perf_counter()
+            coords = model.sample([m.template for m in mols], args.num_confs, sampler=sampler, steps=steps,
+                                  seed=args.seed, sampler_options=options or None)
+            seconds = time.perf_counter() - t0
+        finally:
+            DEFAULT_STEREO_GUIDANCE.clear()
+            DEFAULT_STEREO_GUIDANCE.update(defaults)
         coords = [np.asarray(c, dtype=np.float64) for c in coords]
         row = aggregate(spec or "defaults", score_coordinates(mols, coords), args.num_confs, seconds)
         fails = ", ".join(f"{k} {v}" for k, v in failed_checks(mols, coords).most_common()) or "none"
