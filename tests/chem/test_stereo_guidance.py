@@ -9,7 +9,8 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.stereo import check_coords, stereo_reference
-from molediff.chem.stereo_guidance import (CHIRALITY_TERMS, GuidanceConstraints, chirality_cosines, dihedral_cosines,
+from molediff.chem.stereo_guidance import (CHIRALITY_TERMS, GuidanceConstraints, aromatic_ring_dihedrals,
+                                           chirality_cosines, dihedral_cosines,
                                            double_bond_constraints, guidance_constraints, guidance_penalty,
                                            signed_volumes)
 
@@ -98,10 +99,28 @@ def test_double_bond_constraints_agree_with_embedded_geometry(smiles, cis):
 
 
 def test_molecules_without_specified_stereo_have_no_stereo_constraints():
-    for smiles in ["CCO", "CC(N)C(=O)O", "c1ccccc1", "CC=CC"]:  # an unspecified centre; an unspecified C=C
+    # an unspecified centre; a benzene ring (6 unsigned ring dihedrals); an unspecified C=C (4 unsigned)
+    for smiles, planar in [("CCO", 0), ("CC(N)C(=O)O", 0), ("c1ccccc1", 6), ("CC=CC", 4)]:
         cons = guidance_constraints(Chem.AddHs(Chem.MolFromSmiles(smiles)))
         assert len(cons.quads) == 0
-        assert (len(cons.planar) == 4) == (smiles == "CC=CC") and not cons.planar_sign.any()
+        assert len(cons.planar) == planar and not cons.planar_sign.any()
+
+
+def test_aromatic_rings_are_kept_flat():
+    """Every aromatic ring contributes its n ring dihedrals; flat in ETKDG's geometry, penalised when puckered."""
+    mol = _embedded("Cc1ccc2[nH]ccc2c1")  # indole: a 6- and a 5-membered aromatic ring
+    ring = aromatic_ring_dihedrals(mol)
+    assert ring.shape == (11, 4)
+    assert len(guidance_constraints(mol).planar) - len(guidance_constraints(mol, aromatic_rings=False).planar) == 11
+    pos = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float32)
+    assert torch.all(dihedral_cosines(pos, ring).abs() > 0.97)
+    cons = guidance_constraints(mol, clash_factor=0.0)
+    penalty = guidance_penalty(cons, distance_weight=0.0)
+    assert float(penalty(pos)) == 0.0
+    puckered = pos.clone()
+    puckered[int(ring[0, 1])] += 0.6 * torch.linalg.cross(pos[int(ring[0, 0])] - pos[int(ring[0, 1])],
+                                                           pos[int(ring[0, 2])] - pos[int(ring[0, 1])])
+    assert float(penalty(puckered)) > 0.0
 
 
 def test_planarity_signs_follow_the_specified_pair():
