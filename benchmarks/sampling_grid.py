@@ -2,9 +2,10 @@
 
 Each setting is a comma-separated list of ``key=value`` pairs, all optional: ``sampler`` and ``steps``
 (default: the model's), the grid of :meth:`molediff.chem.model.ConformerModel.sigmas` (``rho``,
-``sigma_min``, ``sigma_max``) and any keyword argument of the sampler itself (``eta`` for ``ddim``,
+``sigma_min``, ``sigma_max``), any keyword argument of the sampler itself (``eta`` for ``ddim``,
 ``churn`` for ``heun``) and, prefixed ``guidance.``, any entry of
-:data:`molediff.chem.stereo_guidance.DEFAULT_STEREO_GUIDANCE` (``guidance.iters=30``). The empty setting ``""`` is the model's defaults. Every setting samples the
+:data:`molediff.chem.stereo_guidance.DEFAULT_STEREO_GUIDANCE` (``guidance.iters=30``). The empty
+setting ``""`` is the model's defaults. Every setting samples the
 same seeded validation molecules with the same seed (defaults are chosen on validation, never on
 test), and the table gives median / mean min-RMSD (heavy atoms, Å), coverage@0.5 Å, the fraction of
 valid conformers, conformers per second and, for the invalid ones, how often each validity check
@@ -105,18 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     print("| setting | median minRMSD | mean minRMSD | cov@0.5 | valid | conf/s | failed checks |")
     print("|---|---|---|---|---|---|---|")
-    defaults = dict(DEFAULT_STEREO_GUIDANCE)
     for spec, (sampler, steps, grid, options, guidance) in zip(args.settings, parsed):
         model.config = dataclasses.replace(base, **grid)
-        DEFAULT_STEREO_GUIDANCE.update(guidance)  # read by the model at each call; restored below
-        try:
-            t0 = time.perf_counter()
-            coords = model.sample([m.template for m in mols], args.num_confs, sampler=sampler, steps=steps,
-                                  seed=args.seed, sampler_options=options or None)
-            seconds = time.perf_counter() - t0
-        finally:
-            DEFAULT_STEREO_GUIDANCE.clear()
-            DEFAULT_STEREO_GUIDANCE.update(defaults)
+        t0 = time.perf_counter()
+        coords = model.sample([m.template for m in mols], args.num_confs, sampler=sampler, steps=steps,
+                              seed=args.seed, sampler_options=options or None, stereo_guidance=guidance or True)
+        seconds = time.perf_counter() - t0
         coords = [np.asarray(c, dtype=np.float64) for c in coords]
         row = aggregate(spec or "defaults", score_coordinates(mols, coords), args.num_confs, seconds)
         fails = ", ".join(f"{k} {v}" for k, v in failed_checks(mols, coords).most_common()) or "none"

@@ -175,6 +175,7 @@ class ConformerModel(nn.Module):
         generator: torch.Generator | None = None,
         constraints: "GuidanceConstraints | None" = None,
         precision: str | None = None,
+        guidance_options: Mapping[str, Any] | None = None,
         **sampler_kwargs: Any,
     ) -> Tensor:
         """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
@@ -188,6 +189,8 @@ class ConformerModel(nn.Module):
         constraints : GuidanceConstraints, optional
             Stereo and local-geometry constraints of the batch (global atom indices); when given,
             sampling is guided toward them (:mod:`molediff.chem.stereo_guidance`).
+        guidance_options : mapping, optional
+            Entries that replace those of ``DEFAULT_STEREO_GUIDANCE`` for this call.
         precision : str, optional
             ``"auto"``, ``"fp32"`` or ``"bf16"`` for the network's per-edge work (default: ``self.precision``);
             positions and the sampler stay float32.
@@ -207,8 +210,10 @@ class ConformerModel(nn.Module):
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
         denoiser: Any = self
         if constraints is not None and len(constraints):
-            from molediff.chem.stereo_guidance import DEFAULT_STEREO_GUIDANCE as G, guidance_penalty
+            from molediff.chem.stereo_guidance import guidance_options as resolve_guidance, guidance_penalty
             from molediff.core.guidance import PenaltyGuidance
+
+            G = resolve_guidance(guidance_options)
 
             penalty = guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
                                        G["distance_weight"], G["chirality"], G["centre_margin"])
@@ -235,7 +240,7 @@ class ConformerModel(nn.Module):
         seed: int | None = None,
         device: str | torch.device | None = None,
         max_atoms_per_batch: int = 20000,
-        stereo_guidance: bool = True,
+        stereo_guidance: bool | Mapping[str, Any] = True,
         precision: str | None = None,
         sampler_options: Mapping[str, Any] | None = None,
     ) -> list[np.ndarray]:
@@ -243,13 +248,14 @@ class ConformerModel(nn.Module):
 
         ``stereo_guidance`` steers sampling toward the input's specified tetrahedral centres and E/Z bonds,
         with planar double bonds and bond lengths and angles inside RDKit's bounds
-        (:mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output.
+        (:mod:`molediff.chem.stereo_guidance`); False gives the network's unguided output, and a mapping
+        guides with those entries replacing ``DEFAULT_STEREO_GUIDANCE``'s (e.g. ``{"iters": 40}``).
         ``precision`` is passed to :meth:`sample_graphs` (default ``self.precision``), and so are
         ``sampler_options``, the sampler's own keyword arguments (e.g. ``{"churn": 20}`` for ``heun``).
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
-        from molediff.chem.stereo_guidance import GuidanceConstraints, guidance_constraints
+        from molediff.chem.stereo_guidance import GuidanceConstraints, guidance_constraints, guidance_options
 
         if num_confs < 1:
             raise ValueError(f"num_confs must be >= 1, got {num_confs}")
@@ -258,7 +264,11 @@ class ConformerModel(nn.Module):
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
         graphs = [featurize(mol, elements=self.config.elements) for mol in mols]
-        per_mol = [guidance_constraints(mol) for mol in mols] if stereo_guidance else None
+        overrides = dict(stereo_guidance) if isinstance(stereo_guidance, Mapping) else None
+        per_mol = None
+        if stereo_guidance is not False:
+            g = guidance_options(overrides)
+            per_mol = [guidance_constraints(mol, g["clash_factor"], g["aromatic_rings"]) for mol in mols]
         # one graph per (molecule, conformer); chunk by atom count to bound memory
         jobs = [(m, k) for m in range(len(graphs)) for k in range(num_confs)]
         out = [np.empty((num_confs, g.z.numel(), 3)) for g in graphs]
@@ -274,7 +284,7 @@ class ConformerModel(nn.Module):
             sizes = [graphs[m].z.numel() for m, _ in chunk]
             constraints = GuidanceConstraints.concat([per_mol[m] for m, _ in chunk], sizes) if per_mol else None
             pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
-                                     constraints=constraints, precision=precision,
+                                     constraints=constraints, precision=precision, guidance_options=overrides,
                                      **dict(sampler_options or {})).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()

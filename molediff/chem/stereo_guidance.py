@@ -39,7 +39,7 @@ are not guided; the conformer generator's stereo check still enforces them.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
 __all__ = ["GuidanceConstraints", "guidance_constraints", "double_bond_constraints", "planar_dihedrals",
-           "aromatic_ring_dihedrals",
+           "aromatic_ring_dihedrals", "guidance_options",
            "signed_volumes", "chirality_cosines", "centre_shapes", "dihedral_cosines", "guidance_penalty",
            "GuidancePenalty", "DEFAULT_STEREO_GUIDANCE", "NO_UPPER"]
 
@@ -82,6 +82,14 @@ _TAG_SIGN = {"CHI_TETRAHEDRAL_CW": 1.0, "CHI_TETRAHEDRAL_CCW": -1.0}  # by name:
 DEFAULT_STEREO_GUIDANCE = {"sigma_range": (0.05, 10.0), "iters": 30, "step_size": 0.3, "max_move": 0.3,
                            "margin": 3.0, "planar_margin": 0.97, "distance_weight": 1.0, "clash_factor": 0.75,
                            "chirality": "shape", "centre_margin": 0.02, "aromatic_rings": True}
+
+def guidance_options(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``DEFAULT_STEREO_GUIDANCE`` with ``overrides`` applied; an unknown name is a ``ValueError``."""
+    unknown = sorted(set(overrides or {}) - set(DEFAULT_STEREO_GUIDANCE))
+    if unknown:
+        raise ValueError(f"unknown stereo-guidance option(s) {unknown}; choose from {sorted(DEFAULT_STEREO_GUIDANCE)}")
+    return {**DEFAULT_STEREO_GUIDANCE, **(overrides or {})}
+
 
 #: upper bound of a pair that only has a lower one (contacts), Å: never reached by a molecule.
 NO_UPPER = 1.0e4

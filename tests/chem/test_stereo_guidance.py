@@ -208,3 +208,14 @@ def test_descending_the_penalty_repairs_a_twisted_double_bond():
         (g,) = torch.autograd.grad(penalty(y), y)
         y = (y - 0.05 * g).detach()
     assert float(penalty(y)) == 0.0
+
+
+def test_guidance_options_per_call_replace_the_defaults():
+    from molediff.chem.model import load_conformer_model
+
+    model, mol = load_conformer_model(), Chem.AddHs(Chem.MolFromSmiles("C[C@H](O)c1ccccc1"))
+    default = model.sample([mol], 2, seed=0)[0]
+    assert np.array_equal(model.sample([mol], 2, seed=0, stereo_guidance={})[0], default)
+    assert not np.array_equal(model.sample([mol], 2, seed=0, stereo_guidance={"iters": 1})[0], default)
+    with pytest.raises(ValueError, match="bogus"):
+        model.sample([mol], 1, seed=0, stereo_guidance={"bogus": 1})
