@@ -216,7 +216,8 @@ class ConformerModel(nn.Module):
             G = resolve_guidance(guidance_options)
 
             penalty = guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
-                                       G["distance_weight"], G["chirality"], G["centre_margin"])
+                                       G["distance_weight"], G["chirality"], G["centre_margin"],
+                                       G["hull_margin"] if G["hull"] else None, G["hull_sigma_max"])
             denoiser = PenaltyGuidance(self, penalty, sigma_range=G["sigma_range"], iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
         with edge_precision(self, self.resolved_precision(precision, device)):

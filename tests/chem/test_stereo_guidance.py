@@ -12,7 +12,7 @@ from molediff.chem.stereo import check_coords, stereo_reference
 from molediff.chem.stereo_guidance import (CHIRALITY_TERMS, GuidanceConstraints, aromatic_ring_dihedrals,
                                            chirality_cosines, dihedral_cosines,
                                            double_bond_constraints, guidance_constraints, guidance_penalty,
-                                           signed_volumes)
+                                           hull_centres, hull_coordinates, signed_volumes)
 
 CHIRAL = ["C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O", "C[C@@H]1C[C@H](O)[C@@H](C)O1", "O[C@H]1CC[C@@H](F)CC1",
           "C[C@]12CC[C@H](C1)C2(C)C", "N[C@@H](CO)[C@H](C)O"]
@@ -219,3 +219,51 @@ def test_guidance_options_per_call_replace_the_defaults():
     assert not np.array_equal(model.sample([mol], 2, seed=0, stereo_guidance={"iters": 1})[0], default)
     with pytest.raises(ValueError, match="bogus"):
         model.sample([mol], 1, seed=0, stereo_guidance={"bogus": 1})
+
+
+def test_bridgeheads_are_the_four_neighbour_atoms_in_two_rings_that_cannot_invert():
+    norbornane = Chem.AddHs(Chem.MolFromSmiles("C1C[C@H]2CC[C@@H]1C2"))
+    centres, quads, signs = hull_centres(norbornane)
+    # the two bridgeheads and the one-carbon bridge (in both SSSR rings); no chain or one-ring atom
+    ring_info = norbornane.GetRingInfo()
+    assert centres.tolist() == [a.GetIdx() for a in norbornane.GetAtoms() if ring_info.NumAtomRings(a.GetIdx()) >= 2]
+    assert sorted(quads[0].tolist()) == sorted(n.GetIdx() for n in norbornane.GetAtomWithIdx(int(centres[0])).GetNeighbors())
+    assert [s != 0 for s in signs.tolist()] == [norbornane.GetAtomWithIdx(int(c)).GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED
+                                               for c in centres.tolist()]
+    cage = Chem.AddHs(Chem.MolFromSmiles("C1C[C@]23C[C@]2(O1)[C@H]1O[C@H]13"))  # invertible centres are left out
+    inverted = set(guidance_constraints(cage).centres[guidance_constraints(cage).invertible].tolist())
+    assert inverted and not inverted & set(hull_centres(cage)[0].tolist())
+    assert len(hull_centres(Chem.AddHs(Chem.MolFromSmiles("CC(C)(C)O")))[0]) == 0
+
+
+def test_hull_coordinates_are_barycentric_and_follow_the_tag():
+    mol = _embedded("C1C[C@H]2CC[C@@H]1C2")
+    centres, quads, signs = hull_centres(mol)
+    pos = torch.tensor(mol.GetConformer().GetPositions())
+    lam = hull_coordinates(pos, centres, quads, signs)
+    assert torch.allclose(lam.sum(1), torch.ones(len(centres), dtype=lam.dtype)) and torch.all(lam > 0.05)
+    pushed = pos.clone()  # a bridgehead reflected through the face of three of its neighbours: outside
+    c, q = int(centres[0]), quads[0]
+    pushed[c] = 2 * pos[q[:3]].mean(0) - pos[c]
+    assert float(hull_coordinates(pushed, centres, quads, signs)[0].min()) < 0
+    # the mirror image: inside its neighbours' tetrahedron, but tagged atoms now have every coordinate negative
+    mirror = hull_coordinates(-pos, centres, quads, signs)
+    tagged = signs != 0
+    assert tagged.any() and (~tagged).any()  # both bridgeheads tagged, the bridge carbon not
+    assert torch.all(mirror[tagged] < 0) and torch.allclose(mirror[~tagged], lam[~tagged])
+    assert torch.allclose(hull_coordinates(-pos, centres, quads), lam)  # without tags the current orientation counts
+
+
+def test_bridgehead_term_is_zero_on_a_sane_cage_and_holds_only_below_its_sigma():
+    mol = _embedded("C1C[C@H]2CC[C@@H]1C2")
+    cons = guidance_constraints(mol, clash_factor=0.0)
+    pos = torch.tensor(mol.GetConformer().GetPositions())
+    c, q = int(cons.hull[0]), cons.hull_quads[0]
+    pushed = pos.clone()
+    pushed[c] = 2 * pos[q[:3]].mean(0) - pos[c]
+    penalty = guidance_penalty(cons, distance_weight=0.0, hull_margin=0.01, hull_sigma_max=1.0)
+    off = guidance_penalty(cons, distance_weight=0.0, hull_margin=None)
+    assert float(penalty(pos)) == pytest.approx(float(off(pos))) == pytest.approx(0.0, abs=1e-6)
+    assert float(penalty(pushed)) > float(off(pushed)) + 1.0
+    assert float(penalty.bind(pushed, 0.5)(pushed)) == pytest.approx(float(penalty(pushed)))
+    assert float(penalty.bind(pushed, 2.0)(pushed)) == pytest.approx(float(off(pushed)))
