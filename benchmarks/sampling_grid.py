@@ -3,9 +3,11 @@
 Each setting is a comma-separated list of ``key=value`` pairs, all optional: ``sampler`` and ``steps``
 (default: the model's), the grid of :meth:`molediff.chem.model.ConformerModel.sigmas` (``rho``,
 ``sigma_min``, ``sigma_max``), any keyword argument of the sampler itself (``eta`` for ``ddim``,
-``churn`` for ``heun``) and, prefixed ``guidance.``, any entry of
-:data:`molediff.chem.stereo_guidance.DEFAULT_STEREO_GUIDANCE` (``guidance.iters=30``). The empty
-setting ``""`` is the model's defaults. Every setting samples the
+``churn`` for ``heun``), prefixed ``guidance.``, any entry of
+:data:`molediff.chem.stereo_guidance.DEFAULT_STEREO_GUIDANCE` (``guidance.iters=30``) and, prefixed
+``particles.``, any entry of :data:`molediff.chem.particle_guidance.DEFAULT_PARTICLE_GUIDANCE`
+(``particles.weight=2``; naming one turns particle guidance on, ``particles=1`` with the defaults,
+``particles=0`` off). The empty setting ``""`` is the model's defaults. Every setting samples the
 same seeded validation molecules with the same seed (defaults are chosen on validation, never on
 test), and the table gives median / mean min-RMSD (heavy atoms, Å), coverage@0.5 Å, the fraction of
 valid conformers, conformers per second and, for the invalid ones, how often each validity check
@@ -32,6 +34,7 @@ import torch
 from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import machine_info
 from molediff.chem.evaluation import aggregate, score_coordinates, select_molecules
+from molediff.chem.particle_guidance import DEFAULT_PARTICLE_GUIDANCE
 from molediff.chem.stereo_guidance import DEFAULT_STEREO_GUIDANCE
 from molediff.chem.validity import ValidityChecker
 from molediff.data.qm9 import load_qm9
@@ -48,9 +51,13 @@ def _guidance_value(default: Any, value: str) -> Any:
     return type(default)(float(value))
 
 
-def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], dict[str, float], dict[str, Any]]:
-    """``"sampler=ddim,eta=0.7,rho=5,guidance.iters=30"`` -> ``(sampler, steps, grid, sampler options, guidance)``."""
+def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], dict[str, float], dict[str, Any],
+                                      bool | dict[str, Any] | None]:
+    """``"sampler=ddim,eta=0.7,rho=5,guidance.iters=30,particles.weight=2"`` ->
+    ``(sampler, steps, grid, sampler options, guidance, particles)``; ``particles`` is ``None`` where the
+    setting does not say (the model's default), else ``False`` or the options of particle guidance."""
     sampler, steps, grid, options, guidance = None, None, {}, {}, {}
+    particles: bool | dict[str, Any] | None = None
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
@@ -65,11 +72,19 @@ def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], 
                 raise ValueError(f"setting {spec!r}: no guidance option {name!r}; "
                                  f"choose from {sorted(DEFAULT_STEREO_GUIDANCE)}")
             guidance[name] = _guidance_value(DEFAULT_STEREO_GUIDANCE[name], value)
+        elif key == "particles":
+            particles = {} if float(value) else False
+        elif key.startswith("particles."):
+            name = key[len("particles."):]
+            if name not in DEFAULT_PARTICLE_GUIDANCE:
+                raise ValueError(f"setting {spec!r}: no particle-guidance option {name!r}; "
+                                 f"choose from {sorted(DEFAULT_PARTICLE_GUIDANCE)}")
+            particles = {**(particles or {}), name: _guidance_value(DEFAULT_PARTICLE_GUIDANCE[name], value)}
         elif key in GRID_KEYS:
             grid[key] = float(value)
         else:
             options[key] = float(value)
-    return sampler, steps, grid, options, guidance
+    return sampler, steps, grid, options, guidance, particles
 
 
 def failed_checks(mols: list[Any], coords: list[np.ndarray]) -> Counter:
@@ -104,18 +119,20 @@ def main(argv: list[str] | None = None) -> int:
           f"K={args.num_confs}, seed {args.seed}, defaults {base.default_sampler} {base.default_steps} steps, "
           f"rho {base.rho}, sigma [{base.sigma_min}, {base.sigma_max}]")
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
-    print("| setting | median minRMSD | mean minRMSD | cov@0.5 | valid | conf/s | failed checks |")
-    print("|---|---|---|---|---|---|---|")
-    for spec, (sampler, steps, grid, options, guidance) in zip(args.settings, parsed):
+    print("| setting | median minRMSD | mean minRMSD | cov@0.5 | cov@0.1 | valid | conf/s | failed checks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec, (sampler, steps, grid, options, guidance, particles) in zip(args.settings, parsed):
         model.config = dataclasses.replace(base, **grid)
+        extra = {} if particles is None else {"particle_guidance": particles}
         t0 = time.perf_counter()
         coords = model.sample([m.template for m in mols], args.num_confs, sampler=sampler, steps=steps,
-                              seed=args.seed, sampler_options=options or None, stereo_guidance=guidance or True)
+                              seed=args.seed, sampler_options=options or None, stereo_guidance=guidance or True,
+                              **extra)
         seconds = time.perf_counter() - t0
         coords = [np.asarray(c, dtype=np.float64) for c in coords]
         row = aggregate(spec or "defaults", score_coordinates(mols, coords), args.num_confs, seconds)
         fails = ", ".join(f"{k} {v}" for k, v in failed_checks(mols, coords).most_common()) or "none"
-        print(f"| {spec or 'defaults'} | {row.median_min_rmsd:.3f} | {row.mean_min_rmsd:.3f} | {row.coverage_05:.3f} "
+        print(f"| {spec or 'defaults'} | {row.median_min_rmsd:.3f} | {row.mean_min_rmsd:.3f} | {row.coverage_05:.3f} | {row.coverage_01:.3f} "
               f"| {row.valid_fraction:.4f} | {row.conformers_per_s:.1f} | {fails} |")
     model.config = base
     return 0

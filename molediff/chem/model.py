@@ -29,6 +29,7 @@ from molediff.nn.precision import edge_precision, resolve_precision, supports_re
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
+    from molediff.chem.particle_guidance import ConformerRepulsion
     from molediff.chem.stereo_guidance import GuidanceConstraints
 
 __all__ = [
@@ -176,6 +177,7 @@ class ConformerModel(nn.Module):
         constraints: "GuidanceConstraints | None" = None,
         precision: str | None = None,
         guidance_options: Mapping[str, Any] | None = None,
+        repulsion: "ConformerRepulsion | None" = None,
         **sampler_kwargs: Any,
     ) -> Tensor:
         """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
@@ -191,6 +193,9 @@ class ConformerModel(nn.Module):
             sampling is guided toward them (:mod:`molediff.chem.stereo_guidance`).
         guidance_options : mapping, optional
             Entries that replace those of ``DEFAULT_STEREO_GUIDANCE`` for this call.
+        repulsion : ConformerRepulsion, optional
+            Particle guidance between conformers of the same molecule in the batch
+            (:mod:`molediff.chem.particle_guidance`); it shares the stereo guidance's iterations and step.
         precision : str, optional
             ``"auto"``, ``"fp32"`` or ``"bf16"`` for the network's per-edge work (default: ``self.precision``);
             positions and the sampler stay float32.
@@ -209,16 +214,27 @@ class ConformerModel(nn.Module):
         sig = self.sigmas(steps, device=device)
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
         denoiser: Any = self
+        penalties: list = []
+        from molediff.chem.stereo_guidance import guidance_options as resolve_guidance
+
+        G = resolve_guidance(guidance_options)
         if constraints is not None and len(constraints):
-            from molediff.chem.stereo_guidance import guidance_options as resolve_guidance, guidance_penalty
-            from molediff.core.guidance import PenaltyGuidance
+            from molediff.chem.stereo_guidance import guidance_penalty
 
-            G = resolve_guidance(guidance_options)
+            penalties.append(guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
+                                              G["distance_weight"], G["chirality"], G["centre_margin"],
+                                              G["hull_margin"] if G["hull"] else None, G["hull_sigma_max"]))
+        if repulsion is not None:
+            penalties.append(repulsion.to(device))
+        if penalties:
+            from molediff.core.guidance import PenaltyGuidance, PenaltySum, SigmaWindow
 
-            penalty = guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
-                                       G["distance_weight"], G["chirality"], G["centre_margin"],
-                                       G["hull_margin"] if G["hull"] else None, G["hull_sigma_max"])
-            denoiser = PenaltyGuidance(self, penalty, sigma_range=G["sigma_range"], iters=G["iters"],
+            sigma_range = G["sigma_range"] if repulsion is None else repulsion.sigma_range
+            if len(penalties) > 1:  # guide wherever either term acts; each keeps its own σ range
+                penalties[0] = SigmaWindow(penalties[0], G["sigma_range"])
+                sigma_range = (min(G["sigma_range"][0], sigma_range[0]), max(G["sigma_range"][1], sigma_range[1]))
+            penalty = penalties[0] if len(penalties) == 1 else PenaltySum(penalties)
+            denoiser = PenaltyGuidance(self, penalty, sigma_range=sigma_range, iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
         with edge_precision(self, self.resolved_precision(precision, device)):
             return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
@@ -244,6 +260,7 @@ class ConformerModel(nn.Module):
         stereo_guidance: bool | Mapping[str, Any] = True,
         precision: str | None = None,
         sampler_options: Mapping[str, Any] | None = None,
+        particle_guidance: bool | Mapping[str, Any] = False,
     ) -> list[np.ndarray]:
         """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
 
@@ -253,6 +270,9 @@ class ConformerModel(nn.Module):
         guides with those entries replacing ``DEFAULT_STEREO_GUIDANCE``'s (e.g. ``{"iters": 40}``).
         ``precision`` is passed to :meth:`sample_graphs` (default ``self.precision``), and so are
         ``sampler_options``, the sampler's own keyword arguments (e.g. ``{"churn": 20}`` for ``heun``).
+        ``particle_guidance`` (True, or a mapping replacing entries of ``DEFAULT_PARTICLE_GUIDANCE``) makes
+        the conformers of each molecule repel one another while they are sampled
+        (:mod:`molediff.chem.particle_guidance`); they are then no longer independent draws.
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
@@ -270,6 +290,12 @@ class ConformerModel(nn.Module):
         if stereo_guidance is not False:
             g = guidance_options(overrides)
             per_mol = [guidance_constraints(mol, g["clash_factor"], g["aromatic_rings"]) for mol in mols]
+        repel = None
+        if particle_guidance is not False and num_confs > 1:
+            from molediff.chem.particle_guidance import ConformerRepulsion, particle_guidance_options, torsion_pairs
+
+            repel = particle_guidance_options(particle_guidance if isinstance(particle_guidance, Mapping) else None)
+            templates = [torsion_pairs(mol) for mol in mols]
         # one graph per (molecule, conformer); chunk by atom count to bound memory
         jobs = [(m, k) for m in range(len(graphs)) for k in range(num_confs)]
         out = [np.empty((num_confs, g.z.numel(), 3)) for g in graphs]
@@ -284,9 +310,12 @@ class ConformerModel(nn.Module):
             cond = {"node_attr": b.node_attr, "edge_index": b.edge_index, "edge_attr": b.edge_attr, "batch": b.batch}
             sizes = [graphs[m].z.numel() for m, _ in chunk]
             constraints = GuidanceConstraints.concat([per_mol[m] for m, _ in chunk], sizes) if per_mol else None
+            repulsion = None
+            if repel is not None and repel["weight"] > 0:
+                repulsion = ConformerRepulsion.build(templates, [m for m, _ in chunk], sizes, **repel)
             pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
                                      constraints=constraints, precision=precision, guidance_options=overrides,
-                                     **dict(sampler_options or {})).double().cpu()
+                                     repulsion=repulsion, **dict(sampler_options or {})).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()
             start = stop

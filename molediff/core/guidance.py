@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .spaces import Space
 from .utils import ShapeError, append_dims, as_row_sigma
 
-__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset", "PenaltyGuidance"]
+__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset", "PenaltyGuidance", "PenaltySum", "SigmaWindow"]
 
 
 def concat_cond(conds: Sequence[Dict[str, Any]], num_rows: int) -> Dict[str, Any]:
@@ -205,3 +205,50 @@ class PenaltyGuidance(nn.Module):
                 move = move * append_dims(torch.clamp(self.max_move / norm, max=1.0), move.ndim)
             y = (y - move).detach()
         return y
+
+
+class PenaltySum:
+    """``penalty(x) = Σ_i penalty_i(x)``, for :class:`PenaltyGuidance` with several independent terms.
+
+    ``bind(x0, σ)`` binds every term that has a ``bind`` method; a term whose ``bind`` returns ``None``
+    sits that call out (a term active only in part of the σ range). With no term left the penalty is
+    zero (with a gradient of zeros).
+    """
+
+    def __init__(self, penalties: Sequence[Callable[[Tensor], Tensor]]) -> None:
+        self.penalties = list(penalties)
+
+    def bind(self, x0: Tensor, sigma: float | None = None) -> "PenaltySum":
+        bound = []
+        for penalty in self.penalties:
+            bind = getattr(penalty, "bind", None)
+            penalty = bind(x0, sigma) if bind is not None else penalty
+            if penalty is not None:
+                bound.append(penalty)
+        return PenaltySum(bound)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        total = (x * 0).sum()
+        for penalty in self.penalties:
+            total = total + penalty(x)
+        return total
+
+
+class SigmaWindow:
+    """A penalty that acts only in guidance calls with σ in ``sigma_range`` (for :class:`PenaltySum`).
+
+    ``bind(x0, σ)`` returns ``None`` outside the range (the term sits the call out) and otherwise the
+    wrapped penalty, bound in turn if it has a ``bind`` method.
+    """
+
+    def __init__(self, penalty: Callable[[Tensor], Tensor], sigma_range: tuple[float, float]) -> None:
+        self.penalty, self.sigma_range = penalty, sigma_range
+
+    def bind(self, x0: Tensor, sigma: float | None = None) -> Callable[[Tensor], Tensor] | None:
+        if sigma is not None and not self.sigma_range[0] <= sigma <= self.sigma_range[1]:
+            return None
+        bind = getattr(self.penalty, "bind", None)
+        return bind(x0, sigma) if bind is not None else self.penalty
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.penalty(x)

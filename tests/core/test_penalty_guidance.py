@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from molediff.core.guidance import PenaltyGuidance
+from molediff.core.guidance import PenaltyGuidance, PenaltySum, SigmaWindow
 
 
 def _shrink(x, sigma, **cond):
@@ -78,3 +78,22 @@ def test_a_bindable_penalty_is_bound_once_per_call_to_the_network_estimate():
     torch.testing.assert_close(penalty.bound[0][0], _shrink(x, None))
     assert penalty.bound[0][1] == pytest.approx(0.7)
     torch.testing.assert_close(out, _shrink(x, None) + 1.0, atol=1e-3, rtol=0)
+
+
+def test_penalty_sum_adds_terms_and_binds_each_within_its_sigma_window():
+    penalty = _AboveTheEstimate()
+    windowed = SigmaWindow(penalty, (0.5, 1.0))
+    total = PenaltySum([_above_one, windowed])
+    y = torch.full((2, 3), -1.0)
+    inside = total.bind(y, 0.7)
+    assert len(penalty.bound) == 1 and len(inside.penalties) == 2  # bound once, to the estimate
+    torch.testing.assert_close(inside(y), _above_one(y) + torch.relu((y + 1.0) - y).square().sum())
+    outside = total.bind(y, 3.0)
+    assert len(penalty.bound) == 1 and len(outside.penalties) == 1  # the windowed term sits the call out
+    torch.testing.assert_close(outside(y), _above_one(y))
+
+
+def test_an_empty_penalty_sum_is_zero_with_a_gradient():
+    y = torch.ones(3, 2, requires_grad=True)
+    (grad,) = torch.autograd.grad(PenaltySum([])(y), y)
+    assert float(PenaltySum([])(y).detach()) == 0.0 and torch.equal(grad, torch.zeros_like(y))
