@@ -96,6 +96,20 @@ def failed_checks(mols: list[Any], coords: list[np.ndarray]) -> Counter:
     return counts
 
 
+def select_validation_molecules(num_mols: int, seed: int, min_rotatable_bonds: int = 0) -> list[Any]:
+    """``num_mols`` seeded validation molecules, drawn from those with ``min_rotatable_bonds`` or more."""
+    if not min_rotatable_bonds:
+        return select_molecules(load_qm9("valid"), num_mols, seed=seed)
+    from rdkit.Chem import rdMolDescriptors
+
+    flexible = [m for m in select_molecules(load_qm9("valid"))
+                if rdMolDescriptors.CalcNumRotatableBonds(m.mol) >= min_rotatable_bonds]
+    if num_mols >= len(flexible):
+        return flexible
+    picks = np.sort(np.random.default_rng(seed).choice(len(flexible), size=num_mols, replace=False))
+    return [flexible[int(i)] for i in picks]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", nargs="*", default=[""], help='e.g. "" "rho=10" "sampler=ddim,eta=0.7"')
@@ -104,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", "--num-confs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-rotatable-bonds", type=int, default=0,
+                        help="draw the molecules from those with at least this many rotatable bonds (RDKit's count)")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     try:
@@ -114,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model_for_evaluation(args.model)
     model, base = loaded.model, loaded.model.config
-    mols = select_molecules(load_qm9("valid"), args.num_mols, seed=args.seed)
-    print(f"# sampling_grid, model={loaded.source} (step {loaded.step}), QM9 valid, {len(mols)} molecules, "
+    mols = select_validation_molecules(args.num_mols, args.seed, args.min_rotatable_bonds)
+    flexible = f" with >= {args.min_rotatable_bonds} rotatable bonds" if args.min_rotatable_bonds else ""
+    print(f"# sampling_grid, model={loaded.source} (step {loaded.step}), QM9 valid, {len(mols)} molecules{flexible}, "
           f"K={args.num_confs}, seed {args.seed}, defaults {base.default_sampler} {base.default_steps} steps, "
           f"rho {base.rho}, sigma [{base.sigma_min}, {base.sigma_max}]")
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
