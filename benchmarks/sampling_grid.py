@@ -104,10 +104,7 @@ def select_validation_molecules(num_mols: int, seed: int, min_rotatable_bonds: i
 
     flexible = [m for m in select_molecules(load_qm9("valid"))
                 if rdMolDescriptors.CalcNumRotatableBonds(m.mol) >= min_rotatable_bonds]
-    if num_mols >= len(flexible):
-        return flexible
-    picks = np.sort(np.random.default_rng(seed).choice(len(flexible), size=num_mols, replace=False))
-    return [flexible[int(i)] for i in picks]
+    return select_molecules(flexible, num_mols, seed=seed)  # the same seeded draw, from the flexible ones
 
 
 def main(argv: list[str] | None = None) -> int:

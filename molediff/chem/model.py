@@ -214,26 +214,23 @@ class ConformerModel(nn.Module):
         sig = self.sigmas(steps, device=device)
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
         denoiser: Any = self
-        penalties: list = []
-        from molediff.chem.stereo_guidance import guidance_options as resolve_guidance
+        from molediff.chem.stereo_guidance import guidance_options as resolve_guidance, guidance_penalty
 
         G = resolve_guidance(guidance_options)
+        terms = []  # (penalty, the σ range it acts in)
         if constraints is not None and len(constraints):
-            from molediff.chem.stereo_guidance import guidance_penalty
-
-            penalties.append(guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
-                                              G["distance_weight"], G["chirality"], G["centre_margin"],
-                                              G["hull_margin"] if G["hull"] else None, G["hull_sigma_max"]))
+            terms.append((guidance_penalty(constraints.to(device), G["margin"], G["planar_margin"],
+                                           G["distance_weight"], G["chirality"], G["centre_margin"],
+                                           G["hull_margin"] if G["hull"] else None, G["hull_sigma_max"]),
+                          G["sigma_range"]))
         if repulsion is not None:
-            penalties.append(repulsion.to(device))
-        if penalties:
+            terms.append((repulsion.to(device), repulsion.sigma_range))
+        if terms:
             from molediff.core.guidance import PenaltyGuidance, PenaltySum, SigmaWindow
 
-            sigma_range = G["sigma_range"] if repulsion is None else repulsion.sigma_range
-            if len(penalties) > 1:  # guide wherever either term acts; each keeps its own σ range
-                penalties[0] = SigmaWindow(penalties[0], G["sigma_range"])
-                sigma_range = (min(G["sigma_range"][0], sigma_range[0]), max(G["sigma_range"][1], sigma_range[1]))
-            penalty = penalties[0] if len(penalties) == 1 else PenaltySum(penalties)
+            # guide wherever any term acts; with several, each keeps its own σ range
+            penalty = terms[0][0] if len(terms) == 1 else PenaltySum([SigmaWindow(p, r) for p, r in terms])
+            sigma_range = (min(r[0] for _, r in terms), max(r[1] for _, r in terms))
             denoiser = PenaltyGuidance(self, penalty, sigma_range=sigma_range, iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
         with edge_precision(self, self.resolved_precision(precision, device)):

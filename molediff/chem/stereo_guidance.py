@@ -367,14 +367,24 @@ def hull_coordinates(pos: Tensor, centres: Tensor, quads: Tensor, signs: Tensor 
     ------
     pos: ``[N, 3]``; centres: ``[H]``; quads: ``[H, 4]``; signs: ``[H]`` -> ``[H, 4]``.
     """
+    return _barycentric(pos, quads, _hull_faces(centres, quads), signs, min_volume)
+
+
+def _hull_faces(centres: Tensor, quads: Tensor) -> Tensor:
+    """``[4H, 4]``: each quad four times, neighbour ``l`` replaced by the centre in the ``l``-th copy."""
+    swapped = quads[:, None, :].expand(-1, 4, -1).clone()  # [H, 4 (replaced), 4]
+    swapped[:, torch.arange(4), torch.arange(4)] = centres[:, None].expand(-1, 4)
+    return swapped.reshape(-1, 4)
+
+
+def _barycentric(pos: Tensor, quads: Tensor, faces: Tensor, signs: Tensor | None, min_volume: float) -> Tensor:
+    """:func:`hull_coordinates` with the face quads of :func:`_hull_faces` given."""
     total = signed_volumes(pos, quads)
     sign = torch.where(total < 0, -1.0, 1.0).to(pos.dtype).detach()
     if signs is not None:
         sign = torch.where(signs != 0, signs.to(pos.dtype), sign)
     denom = sign * total.abs().clamp_min(min_volume)
-    swapped = quads[:, None, :].expand(-1, 4, -1).clone()  # [H, 4 (replaced), 4]
-    swapped[:, torch.arange(4), torch.arange(4)] = centres[:, None].expand(-1, 4)
-    return signed_volumes(pos, swapped.reshape(-1, 4)).reshape(-1, 4) / denom[:, None]
+    return signed_volumes(pos, faces).reshape(-1, 4) / denom[:, None]
 
 
 def dihedral_cosines(pos: Tensor, quads: Tensor, eps: float = 1e-9) -> Tensor:
@@ -424,12 +434,15 @@ class GuidancePenalty:
     def __init__(self, constraints: GuidanceConstraints, margin: float, planar_margin: float,
                  distance_weight: float, chirality: str, centre_margin: float,
                  shapes: Tensor | None = None, hull_margin: float | None = None,
-                 hull_sigma_max: float = float("inf")) -> None:
+                 hull_sigma_max: float = float("inf"), hull_faces: Tensor | None = None) -> None:
         if chirality not in CHIRALITY_TERMS:
             raise ValueError(f"chirality must be one of {CHIRALITY_TERMS}, got {chirality!r}")
         self.c, self.margin, self.planar_margin = constraints, margin, planar_margin
         self.distance_weight, self.chirality, self.centre_margin = distance_weight, chirality, centre_margin
         self.shapes, self.hull_margin, self.hull_sigma_max = shapes, hull_margin, hull_sigma_max
+        if hull_faces is None and constraints.hull.numel():  # indexed once, not in every guidance step
+            hull_faces = _hull_faces(constraints.hull, constraints.hull_quads)
+        self.hull_faces = hull_faces
 
     def bind(self, x0: Tensor, sigma: float | None = None) -> "GuidancePenalty":
         """This penalty for one guidance call at noise level ``sigma``: the centre shapes of ``x0`` ``[N, 3]``
@@ -440,7 +453,7 @@ class GuidancePenalty:
             c, dev = self.c, x0.device
             shapes = centre_shapes(x0, c.centres.to(dev), c.quads.to(dev), c.invertible.to(dev), self.margin)
         return GuidancePenalty(self.c, self.margin, self.planar_margin, self.distance_weight, self.chirality,
-                               self.centre_margin, shapes, hull_margin, self.hull_sigma_max)
+                               self.centre_margin, shapes, hull_margin, self.hull_sigma_max, self.hull_faces)
 
     def _centres(self, pos: Tensor) -> Tensor:
         c, dev = self.c, pos.device
@@ -464,7 +477,7 @@ class GuidancePenalty:
             cos, s = dihedral_cosines(pos, c.planar.to(dev)), c.planar_sign.to(dev, dt)
             total = total + torch.relu(self.planar_margin - torch.where(s == 0, cos.abs(), s * cos)).sum()
         if c.hull.numel() and self.hull_margin is not None:
-            lam = hull_coordinates(pos, c.hull.to(dev), c.hull_quads.to(dev), c.hull_signs.to(dev))
+            lam = _barycentric(pos, c.hull_quads.to(dev), self.hull_faces.to(dev), c.hull_signs.to(dev), 1.0)
             total = total + CENTRE_SCALE * torch.relu(self.hull_margin - lam).sum()
         if c.pairs.numel() and self.distance_weight:
             pairs = c.pairs.to(dev)
