@@ -6,10 +6,13 @@
 #   scripts/pack_qm9.py; xz because the featurised train split is 415 MB raw, 28 MB compressed.
 # Usage:  DATA=.carry/dev OUT=/some/dir MINUTES=7.5 bash scripts/gpu_resume_qm9.sh [--set KEY=VALUE ...]
 # The run folder training_state/qm9_egnn is copied to a scratch folder and resumed there; the newest
-# checkpoint, the exported EMA weights, the config and the log land in $OUT.
+# $KEEP checkpoints (default 1), the exported EMA weights, the config and the log land in $OUT.
+# CONFIG (default configs/conformer_egnn.yaml) is the config the run resumes under.
 set -euo pipefail
 : "${DATA:?}" "${OUT:?}" "${MINUTES:?}"
 RUN=${RUN:-/tmp/qm9_egnn_run}
+CONFIG=${CONFIG:-configs/conformer_egnn.yaml}
+KEEP=${KEEP:-1}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -18,9 +21,10 @@ rm -rf "$RUN" && mkdir -p "$RUN" && cp -r training_state/qm9_egnn/. "$RUN"/
 save() {
   cp "$RUN"/log.jsonl "$RUN"/config.yaml "$OUT"/ 2>/dev/null || true
   [ -f "$RUN"/model.safetensors ] && cp "$RUN"/model.safetensors "$RUN"/model.json "$OUT"/ || true
-  last=$(ls "$RUN"/checkpoints/step_*.safetensors 2>/dev/null | sort | tail -1)
-  [ -n "$last" ] && cp "$last" "${last%.safetensors}.json" "$OUT"/ || true
+  for ckpt in $(ls "$RUN"/checkpoints/step_*.safetensors 2>/dev/null | sort | tail -"$KEEP"); do
+    cp "$ckpt" "${ckpt%.safetensors}.json" "$OUT"/ || true
+  done
 }
 trap save EXIT
-python3 scripts/train_for_minutes.py configs/conformer_egnn.yaml --out "$RUN" --minutes "$MINUTES" \
+python3 scripts/train_for_minutes.py "$CONFIG" --out "$RUN" --minutes "$MINUTES" \
   --set data.packed_train=/tmp/qm9_train.safetensors --set data.packed_val=/tmp/qm9_valid1k.safetensors "$@"

@@ -198,8 +198,9 @@ class Trainer:
         self._window = _Window.from_state(meta.get("log_window"))
         rng = ck.section(f"rng.rank{self.env.rank}")
         same_world = int(meta.get("world_size", 1)) == self.env.world_size
-        if not same_world:
-            self.batches_in_epoch = 0  # restart the epoch under the new sharding
+        saved_batch = int(meta.get("config", {}).get("training", {}).get("batch_size", self.cfg.training.batch_size))
+        if not same_world or saved_batch != self.cfg.training.batch_size:
+            self.batches_in_epoch = 0  # restart the epoch under the new sharding or batch size
         self._epoch_data_state = rng["epoch_start.data"] if same_world else self.data_gen.get_state()
         self.data_gen.set_state(self._epoch_data_state)
         self._iter = iter(self.loader)  # replay the epoch up to where the checkpoint was taken

@@ -53,6 +53,18 @@ def test_exact_bitwise_resume(tmp_path, toy_config, monkeypatch):
     assert strip(rows_a) == strip(rows_b)
 
 
+def test_resume_with_a_larger_batch_restarts_the_epoch(tmp_path, toy_config):
+    # 96 points / batch 16: stopped 5 batches into an epoch; batch 48 has only 2 per epoch, so the old
+    # position cannot be replayed (this raised StopIteration on resume before).
+    first = Trainer(toy_config(tmp_path / "b", steps=20, ckpt_every=5), max_steps=5)
+    first.fit()
+    assert first.batches_in_epoch == 5
+    resumed = Trainer(toy_config(tmp_path / "b", steps=8, batch_size=48), resume=True)
+    assert (resumed.step, resumed.batches_in_epoch) == (5, 0)
+    result = resumed.fit()
+    assert result.reason == "completed" and result.step == 8
+
+
 def test_resume_diverges_without_restoring_rng(tmp_path, toy_config):
     """Guard against a vacuous resume test: a fresh run with another seed must differ."""
     a = Trainer(toy_config(tmp_path / "a", steps=6))
