@@ -87,18 +87,21 @@ class EGNNLayer(nn.Module):
         return h, dx
 
     def dense_forward(
-        self, h: Tensor, x: Tensor, pair_attr: Tensor, inv_deg: float, edge_dtype: torch.dtype | None = None
+        self, h: Tensor, x: Tensor, pair_attr: Tensor, inv_deg: float | Tensor, edge_dtype: torch.dtype | None = None,
+        pair_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` on ``B`` fully connected graphs of ``n`` nodes (a :class:`~molediff.nn.dense_blocks.DenseBlock`).
 
         Pair ``[b, i, j]`` is the edge ``j -> i``. The diagonal ``i == j`` is computed and then dropped (its
         coordinate step is exactly zero because ``x_i - x_i = 0``; its message is subtracted from the sum), so
         the result equals the sparse forward on the same graphs with all edge weights 1 and
-        ``inv_deg = 1 / (n - 1)``.
+        ``inv_deg = 1 / (n - 1)``. On a padded block, ``pair_mask`` (1 where ``j`` is a real node other
+        than ``i``) drops the padding from both sums and ``inv_deg`` is per graph.
 
         Shapes
         ------
-        ``h: [B, n, hidden]``, ``x: [B, n, 3]``, ``pair_attr: [B, n, n, edge_dim]`` -> ``([B, n, hidden], [B, n, 3])``.
+        ``h: [B, n, hidden]``, ``x: [B, n, 3]``, ``pair_attr: [B, n, n, edge_dim]``, ``inv_deg: float or [B, 1, 1]``,
+        ``pair_mask: [B, n, n, 1]`` (``x.dtype``) -> ``([B, n, hidden], [B, n, 3])``.
         """
         dtype = edge_dtype or h.dtype
         rel = x[:, :, None, :] - x[:, None, :, :]
@@ -113,11 +116,16 @@ class EGNNLayer(nn.Module):
         pre = pre.add_(to_dst[:, :, None, :]).add_(to_src[:, None, :, :])  # in place: linear's backward keeps no output
         m = run_mlp(list(self.phi_e)[1:], pre)
         step = rel / (torch.sqrt(sq + 1e-12) + 1.0) * run_mlp(self.phi_x, m).to(x.dtype)  # zero on the diagonal
+        if pair_mask is not None:
+            step = step * pair_mask
         dx = step.sum(2) * inv_deg
         if self.phi_h is None:
             return h, dx
-        self_messages = m.diagonal(dim1=1, dim2=2).transpose(1, 2).to(h.dtype)  # [B, n, hidden]
-        agg = (m.sum(2, dtype=h.dtype) - self_messages) * inv_deg
+        if pair_mask is None:
+            self_messages = m.diagonal(dim1=1, dim2=2).transpose(1, 2).to(h.dtype)  # [B, n, hidden]
+            agg = (m.sum(2, dtype=h.dtype) - self_messages) * inv_deg
+        else:
+            agg = (m * pair_mask.to(m.dtype)).sum(2, dtype=h.dtype) * inv_deg
         h = h + self.phi_h(torch.cat([self.norm(h), agg], dim=-1))
         return h, dx
 
@@ -158,10 +166,16 @@ class EGNN(nn.Module):
         Precision of the per-edge MLPs (most of the FLOPs and memory traffic); ``None`` runs them in the
         input's dtype. ``torch.bfloat16`` is several times faster on CPUs with native bf16 and on GPUs;
         positions, distances, coordinate updates and sums stay in the input's dtype either way.
-    dense_execution : bool
-        With ``fully_connected=True``, run graphs of equal size as dense ``[B, n, n, ·]`` blocks
+    dense_execution : bool or "auto"
+        With ``fully_connected=True``, run graphs as dense ``[B, n, n, ·]`` blocks
         (:mod:`molediff.nn.dense_blocks`: broadcasts and axis sums instead of gathers and scatters); the
-        same function as the sparse edge list, faster. False forces the sparse path.
+        same function as the sparse edge list. ``"auto"`` (default): dense on CPU, where it is faster;
+        the sparse edge list on other devices, where the dense blocks' many small kernels bound the step
+        (one H200, QM9 training step at batch 1024: sparse 31.8 ms, one block per size 302.6 ms with bf16
+        edges; ``benchmarks/training_step.py``). False forces the sparse path.
+    max_dense_blocks : int or None
+        Dense blocks per batch: ``None`` (default) one per graph size, the least arithmetic; an int merges
+        neighbouring sizes into at most that many padded blocks (fewer kernel launches).
 
     Shapes
     ------
@@ -187,7 +201,8 @@ class EGNN(nn.Module):
         self.radius, self.knn, self.fully_connected = radius, knn, fully_connected
         self.embed = NodeEmbedding(node_dim, hidden)
         self.edge_dtype: torch.dtype | None = None
-        self.dense_execution = True
+        self.dense_execution: bool | str = "auto"
+        self.max_dense_blocks: int | None = None
         self._topology_cache: tuple | None = None  # see _topology
         self.layers = nn.ModuleList(EGNNLayer(hidden, edge_dim + 2, update_features=k < num_layers - 1) for k in range(num_layers))
 
@@ -234,7 +249,7 @@ class EGNN(nn.Module):
             t is not None and t.is_inference() for t in graph
         ):
             key = (tuple(None if t is None else t._version for t in graph), x.shape[0], x.dtype, x.device,
-                   self.dense_execution)
+                   self.dense_execution, self.max_dense_blocks)
             cached = self._topology_cache
             if cached is not None and cached[1] == key and all(a is b for a, b in zip(cached[0], graph)):
                 return cached[2]
@@ -243,8 +258,10 @@ class EGNN(nn.Module):
             radius=self.radius, knn=self.knn, fully_connected=self.fully_connected,
         )  # fmt: skip
         blocks = None
-        if self.fully_connected and self.dense_execution:
-            blocks = dense_blocks(batch if batch is not None else x.new_zeros(x.shape[0], dtype=torch.long), edges)
+        dense = self.dense_execution if self.dense_execution != "auto" else x.device.type == "cpu"
+        if self.fully_connected and dense:
+            blocks = dense_blocks(batch if batch is not None else x.new_zeros(x.shape[0], dtype=torch.long), edges,
+                                  max_blocks=self.max_dense_blocks)
         if key is not None:
             self._topology_cache = (graph, key, (edges, blocks))
         return edges, blocks
@@ -255,9 +272,17 @@ class EGNN(nn.Module):
         for block in blocks:
             idx = block.nodes
             h_b, x_b, d_b = h[idx], x[idx], torch.zeros_like(x[idx])
-            inv_deg = 1.0 / max(block.size - 1, 1)
+            inv_deg: float | Tensor = 1.0 / max(block.size - 1, 1)
+            pair_mask = None
+            if block.mask is not None:
+                inv_deg = 1.0 / (block.counts.to(x.dtype) - 1).clamp_min(1.0)[:, None, None]
+                off_diagonal = ~torch.eye(block.size, dtype=torch.bool, device=x.device)
+                pair_mask = (block.mask[:, None, :] & off_diagonal).unsqueeze(-1).to(x.dtype)
             for layer in self.layers:
-                h_b, dx = layer.dense_forward(h_b, x_b + d_b, block.pair_attr, inv_deg, self.edge_dtype)
+                h_b, dx = layer.dense_forward(h_b, x_b + d_b, block.pair_attr, inv_deg, self.edge_dtype, pair_mask)
                 d_b = d_b + dx
-            disp = disp.index_put((idx.reshape(-1),), d_b.reshape(-1, 3))
+            if block.mask is None:
+                disp = disp.index_put((idx.reshape(-1),), d_b.reshape(-1, 3))
+            else:
+                disp = disp.index_put((idx[block.mask],), d_b[block.mask])
         return disp

@@ -1,5 +1,6 @@
 """EGNN internals: the split first layer of the message MLP equals the concatenated form."""
 
+import pytest
 import torch
 
 from molediff.nn.egnn import EGNNLayer
@@ -156,3 +157,63 @@ def test_sampling_reuses_the_graph_layout_only_for_the_same_unchanged_graph():
         torch.testing.assert_close(changed, _net(seed=6)(x, c_noise, **cond), rtol=0, atol=1e-12)
         assert not torch.allclose(changed, first)
     net(x, c_noise, **cond)  # with gradients (training): no cache involved, same result
+
+
+def test_merged_padded_blocks_equal_the_sparse_edge_list_values_and_gradients():
+    net = _net(seed=7)
+    x, cond = _molecule_batch([5, 3, 5, 1, 7, 3, 2, 6], seed=8)  # a single atom and a pair padded too
+    c_noise = torch.rand(x.shape[0], dtype=torch.float64)
+    outs = []
+    for dense, limit in ((False, None), (True, None), (True, 2), (True, 1)):
+        net.dense_execution, net.max_dense_blocks = dense, limit
+        net.zero_grad()
+        xx = x.clone().requires_grad_(True)
+        out = net(xx, c_noise, **cond)
+        out.square().sum().backward()
+        outs.append([out.detach(), xx.grad] + [p.grad.clone() for p in net.parameters()])
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+
+
+def test_merge_sizes_pads_the_fewest_pairs():
+    from molediff.nn.dense_blocks import merge_sizes
+
+    assert merge_sizes([3, 4, 20], [1, 1, 1], 5) == [[3], [4], [20]]
+    # two blocks: {3, 4} padded to 4 costs 2*16 + 400; {3}, {4, 20} would cost 9 + 2*400
+    assert merge_sizes([3, 4, 20], [1, 1, 1], 2) == [[3, 4], [20]]
+    # many small graphs: keep them unpadded and pad 19 to 20 instead (100*4 + 2*400 < 101*361 + 400)
+    assert merge_sizes([2, 19, 20], [100, 1, 1], 2) == [[2], [19, 20]]
+    # many graphs of size 19: padding them to 20 is dear, padding one 2 to 19 is cheap
+    assert merge_sizes([2, 19, 20], [1, 100, 1], 2) == [[2, 19], [20]]
+    assert merge_sizes([5, 6, 7], [1, 1, 1], 1) == [[5, 6, 7]]
+    with pytest.raises(ValueError):
+        merge_sizes([5], [1], 0)
+
+
+def test_dense_blocks_respect_the_block_limit_and_mask_the_padding():
+    from molediff.nn.dense_blocks import dense_blocks
+    from molediff.nn.graph import EdgeSet, fully_connected_graph
+
+    batch = torch.repeat_interleave(torch.arange(5), torch.tensor([2, 3, 3, 5, 6]))
+    full = fully_connected_graph(batch)
+    attr = torch.randn(full.shape[1], 2)
+    blocks = dense_blocks(batch, EdgeSet(full, attr, torch.ones(full.shape[1], dtype=torch.bool)), max_blocks=2)
+    assert len(blocks) == 2 and sum(b.nodes.shape[0] for b in blocks) == 5
+    for b in blocks:
+        if b.mask is None:
+            continue
+        assert b.mask.sum(1).tolist() == b.counts.tolist()
+        # padded slots carry no edge features
+        pad = ~b.mask
+        assert b.pair_attr[pad[:, :, None].expand(-1, -1, b.size)].abs().sum() == 0
+        assert b.pair_attr[pad[:, None, :].expand(-1, b.size, -1)].abs().sum() == 0
+
+
+def test_auto_layout_is_dense_on_cpu():
+    net = _net(seed=9)
+    x, cond = _molecule_batch([4, 6], seed=10)
+    assert net.dense_execution == "auto"
+    with torch.no_grad():
+        _, blocks = net._topology(x, cond["batch"], cond["edge_index"], cond["edge_attr"])
+    assert blocks is not None and [b.size for b in blocks] == [4, 6]
