@@ -4,7 +4,7 @@ Example
 -------
 ::
 
-    python scripts/pack_qm9.py --out .carry/dev --valid-limit 1024 --xz
+    python scripts/pack_qm9.py --out .carry/dev --valid-limit 1000 --xz
 """
 
 from __future__ import annotations
