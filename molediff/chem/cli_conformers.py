@@ -41,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output)")
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
-    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's; 8 with --start etkdg)")
+    gen.add_argument("--start", choices=("prior", "etkdg"), default="prior",
+                     help="'etkdg': refine ETKDG conformers with the model (partial diffusion) instead of "
+                          "sampling from noise; more accurate local geometry, slower (default prior)")
+    gen.add_argument("--sigma-start", type=float,
+                     help="with --start etkdg: noise level (A) the ETKDG conformers are raised to (default 0.3)")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
     gen.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                      help="network precision: bf16 per-edge work is ~2x faster where native (default auto)")
@@ -65,7 +70,7 @@ def _err(msg: str) -> None:
 def _options(args, seed: int) -> dict:
     keys = ("input", "num_confs", "model", "sampler", "steps", "relax", "prune_rms", "on_invalid",
             "max_resample_rounds", "fragments", "max_atoms", "allow_radicals", "smiles_column", "id_column",
-            "batch_size", "precision")
+            "batch_size", "precision", "start", "sigma_start")
     opts = {k: getattr(args, k) for k in keys}
     opts["input"] = os.path.abspath(args.input) if args.input else list(args.smiles)
     opts["seed"] = seed
@@ -115,6 +120,13 @@ def run(args: argparse.Namespace) -> int:
         if args.precision is not None and hasattr(model, "precision"):
             model = copy.copy(model)  # shares the weights; the cached shipped model keeps its own setting
             model.precision = args.precision
+        if args.sigma_start is not None and args.start != "etkdg":
+            raise ValueError("--sigma-start needs --start etkdg")
+        if args.start == "etkdg":
+            if not hasattr(model, "precision"):  # ETKDG itself, or a sampler that cannot refine
+                raise ValueError(f"--start etkdg needs a diffusion model, not {model.name!r}")
+            from molediff.chem.refine import DEFAULT_SIGMA_START, EtkdgRefinedSampler
+            model = EtkdgRefinedSampler(model, args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START)
     except (ValueError, MissingDependencyError, ImportError, OSError) as err:
         _err(str(err))
         return 2

@@ -9,7 +9,10 @@ conformers are scored against its one reference geometry and the scores are aggr
 * ``product``: :func:`molediff.chem.generate.generate_conformers_batch` (stereo repair of mirror
   images, re-sampling of invalid conformers), i.e. what ``molediff conformers`` returns;
 * ``etkdg``: RDKit ETKDGv3 (:func:`molediff.chem.etkdg.etkdg_conformers`, stereo enforced);
-* ``etkdg+mmff``: the same ETKDG conformers, each optimised with MMFF94.
+* ``etkdg+mmff``: the same ETKDG conformers, each optimised with MMFF94;
+* ``refined``: ETKDG conformers refined by the model from a low noise level
+  (:class:`molediff.chem.refine.EtkdgRefinedSampler`, its defaults; ``molediff conformers --start etkdg``
+  without the product's repairs), ``refined+mmff`` the same relaxed.
 
 Metrics per row: mean / median over molecules of the minimum heavy-atom RMSD (symmetry-aware,
 after alignment) to the reference, coverage at 0.5 / 0.25 / 0.1 Å, mean RMSD over all conformers
@@ -43,7 +46,8 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
            "paired_comparison", "run_model", "run_etkdg",
            "relax_all", "run_product", "evaluate"]
 
-METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff")
+METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
+           "refined+mmff")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]
@@ -350,7 +354,7 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if model is None and any(m.startswith(("model", "unguided")) or m == "product" for m in methods):
+    if model is None and any(m.startswith(("model", "unguided", "refined")) or m == "product" for m in methods):
         raise ValueError("model methods need a model")
     say = log or (lambda _msg: None)
     rows: list[EvaluationRow] = []
@@ -360,9 +364,16 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
     def base(name: str) -> tuple[list[np.ndarray], float]:
         if name not in generated:
             say(f"generating: {name} ({len(mols)} molecules x {k})")
-            generated[name] = (run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device,
-                                         stereo_guidance=name == "model")
-                               if name in ("model", "unguided") else run_etkdg(mols, k, seed=seed, threads=threads))
+            if name in ("model", "unguided"):
+                generated[name] = run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device,
+                                            stereo_guidance=name == "model")
+            elif name == "refined":
+                from molediff.chem.refine import EtkdgRefinedSampler
+
+                generated[name] = run_model(EtkdgRefinedSampler(model), mols, k, sampler=sampler, seed=seed,
+                                            device=device)
+            else:
+                generated[name] = run_etkdg(mols, k, seed=seed, threads=threads)
         return generated[name]
 
     for method in methods:

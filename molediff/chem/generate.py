@@ -188,6 +188,8 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
             "molediff_steps": steps or getattr(defaults, "default_steps", "default"), "molediff_seed": seed}
     if hasattr(mdl, "resolved_precision"):
         meta["molediff_precision"] = mdl.resolved_precision(device=device or "cpu")
+    if hasattr(mdl, "sigma_start"):
+        meta["molediff_start"] = f"etkdg, sigma {mdl.sigma_start:g}"
     for job in jobs + trivial:
         finish_job(job, mdl, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
         if job.result.error is not None and job.result.error.item is None:

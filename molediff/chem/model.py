@@ -178,6 +178,8 @@ class ConformerModel(nn.Module):
         precision: str | None = None,
         guidance_options: Mapping[str, Any] | None = None,
         repulsion: "ConformerRepulsion | None" = None,
+        init: Tensor | None = None,
+        sigma_start: float | None = None,
         **sampler_kwargs: Any,
     ) -> Tensor:
         """Sample positions for a featurised batch of molecule graphs (no RDKit needed).
@@ -199,6 +201,12 @@ class ConformerModel(nn.Module):
         precision : str, optional
             ``"auto"``, ``"fp32"`` or ``"bf16"`` for the network's per-edge work (default: ``self.precision``);
             positions and the sampler stay float32.
+        init : Tensor ``[N, 3]``, optional
+            Start from these positions noised to ``sigma_start`` instead of from the prior at ``sigma_max``
+            (partial diffusion, "SDEdit"): the sampler runs its ``steps`` on the grid from ``sigma_start``
+            down, refining the starting geometry; the smaller ``sigma_start``, the more of it is kept.
+        sigma_start : float, optional
+            Required with ``init``: the noise level (Å) it is raised to, ``sigma_min < sigma_start``.
 
         Returns
         -------
@@ -211,8 +219,20 @@ class ConformerModel(nn.Module):
         batch = cond["batch"]
         device = batch.device
         space = self.noise_space(batch, cond["edge_index"], cond["edge_attr"])
-        sig = self.sigmas(steps, device=device)
+        if (init is None) != (sigma_start is None):
+            raise ValueError("init and sigma_start go together")
+        if sigma_start is None:
+            sig = self.sigmas(steps, device=device)
+        else:
+            if not self.config.sigma_min < sigma_start:
+                raise ValueError(f"sigma_start must exceed sigma_min = {self.config.sigma_min}, got {sigma_start}")
+            if init.shape != (batch.numel(), 3) or not bool(torch.isfinite(init).all()):
+                raise ValueError(f"init must be finite with shape ({batch.numel()}, 3), got {tuple(init.shape)}")
+            sig = karras_sigmas(steps or self.config.default_steps, self.config.sigma_min, float(sigma_start),
+                                self.config.rho, device=device, dtype=torch.float32)
         x = space.randn((batch.numel(), 3), generator=generator, device=device, dtype=torch.float32) * sig[0]
+        if init is not None:
+            x = x + space.project(init.to(device=device, dtype=torch.float32))
         denoiser: Any = self
         from molediff.chem.stereo_guidance import guidance_options as resolve_guidance, guidance_penalty
 
@@ -258,6 +278,8 @@ class ConformerModel(nn.Module):
         precision: str | None = None,
         sampler_options: Mapping[str, Any] | None = None,
         particle_guidance: bool | Mapping[str, Any] = False,
+        init_conformers: Sequence[np.ndarray] | None = None,
+        sigma_start: float | None = None,
     ) -> list[np.ndarray]:
         """``num_confs`` conformers for each molecule (explicit H), packed into few network batches.
 
@@ -270,6 +292,10 @@ class ConformerModel(nn.Module):
         ``particle_guidance`` (True, or a mapping replacing entries of ``DEFAULT_PARTICLE_GUIDANCE``) makes
         the conformers of each molecule repel one another while they are sampled
         (:mod:`molediff.chem.particle_guidance`); they are then no longer independent draws.
+        ``init_conformers`` (one ``[K_i, N_i, 3]`` array per molecule, ``K_i >= 1``, RDKit atom order, e.g.
+        ETKDG's) with ``sigma_start`` refines those geometries instead of sampling from the prior: conformer
+        ``k`` of a molecule starts from its starting geometry ``k mod K_i`` noised to ``sigma_start``
+        (:meth:`sample_graphs`).
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
@@ -294,6 +320,12 @@ class ConformerModel(nn.Module):
             repel = particle_guidance_options(particle_guidance if isinstance(particle_guidance, Mapping) else None)
             templates = [torsion_pairs(mol) for mol in mols]
         # one graph per (molecule, conformer); chunk by atom count to bound memory
+        if init_conformers is not None:
+            if len(init_conformers) != len(graphs):
+                raise ValueError(f"init_conformers: {len(init_conformers)} entries for {len(graphs)} molecules")
+            for m, (g, starts) in enumerate(zip(graphs, init_conformers)):
+                if starts.ndim != 3 or starts.shape[0] < 1 or starts.shape[1:] != (g.z.numel(), 3):
+                    raise ValueError(f"init_conformers[{m}]: expected [K >= 1, {g.z.numel()}, 3], got {starts.shape}")
         jobs = [(m, k) for m in range(len(graphs)) for k in range(num_confs)]
         out = [np.empty((num_confs, g.z.numel(), 3)) for g in graphs]
         start = 0
@@ -310,9 +342,14 @@ class ConformerModel(nn.Module):
             repulsion = None
             if repel is not None and repel["weight"] > 0:
                 repulsion = ConformerRepulsion.build(templates, [m for m, _ in chunk], sizes, **repel)
+            init = None
+            if init_conformers is not None:
+                init = torch.cat([torch.as_tensor(init_conformers[m][k % len(init_conformers[m])], dtype=torch.float32)
+                                  for m, k in chunk]).to(device)
             pos = self.sample_graphs(cond, sampler=sampler, steps=steps, generator=generator,
                                      constraints=constraints, precision=precision, guidance_options=overrides,
-                                     repulsion=repulsion, **dict(sampler_options or {})).double().cpu()
+                                     repulsion=repulsion, init=init, sigma_start=sigma_start,
+                                     **dict(sampler_options or {})).double().cpu()
             for (m, k), p in zip(chunk, torch.split(pos, sizes)):
                 out[m][k] = p.numpy()
             start = stop

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from rdkit import Chem
 
@@ -119,3 +120,20 @@ def test_precision_option_leaves_the_cached_shipped_model_alone(tmp_path):
     assert main(["conformers", "CCO", "-n", "1", "--seed", "0", "--precision", "fp32", "-o", str(tmp_path / "a.sdf"),
                  "-q"]) == 0
     assert resolve_model(None).precision == before
+
+
+def test_start_etkdg_refines_with_the_shipped_model_and_records_it(tmp_path):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CC(=O)NC", "-n", "2", "--seed", "0", "--start", "etkdg", "-o", str(out), "-q"]) == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert len(mols) == 2
+    for m in mols:
+        assert m.GetProp("molediff_start") == "etkdg, sigma 0.3" and m.GetProp("molediff_steps") == "8"
+        assert np.isfinite(m.GetConformer().GetPositions()).all()
+
+
+def test_start_option_usage_errors(capsys):
+    assert main(["conformers", "CCO", "--start", "etkdg", "--model", "etkdg", "-q"]) == 2
+    assert "needs a diffusion model" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "--sigma-start", "0.5", "-q"]) == 2
+    assert "--sigma-start needs --start etkdg" in capsys.readouterr().err

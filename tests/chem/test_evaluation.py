@@ -130,11 +130,22 @@ def test_evaluate_rows_with_tiny_model(mols):
     assert etkdg["model"].mean_min_rmsd > etkdg["etkdg"].mean_min_rmsd
 
 
+def test_evaluate_refined_rows_start_from_etkdg(mols):
+    rows, _ = evaluate(mols, ["refined", "refined+mmff"], model=_tiny_model(), k=2, seed=0, threads=1)
+    assert [r.method for r in rows] == ["refined", "refined+mmff"]
+    for row in rows:
+        assert row.conformers == 2 * len(mols) and row.no_conformer == 0
+    # an untrained network refining from sigma 0.3 Å stays near ETKDG's geometries (the raw model does not)
+    assert rows[0].mean_min_rmsd < 0.6
+
+
 def test_evaluate_rejects_bad_requests(mols):
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(mols, ["crest"])
     with pytest.raises(ValueError, match="need a model"):
         evaluate(mols, ["model"])
+    with pytest.raises(ValueError, match="need a model"):
+        evaluate(mols, ["refined"])
     with pytest.raises(ValueError, match="k must be"):
         evaluate(mols, ["etkdg"], k=0)
 

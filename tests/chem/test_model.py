@@ -44,6 +44,40 @@ def test_sample_chunks_by_atom_budget_give_same_shapes():
 
 
 
+def test_refining_starting_conformers_keeps_them_at_low_sigma_and_moves_them_at_high():
+    from rdkit.Chem import AllChem
+
+    model = ConformerModel(tiny_config())
+    m = mol("CCCO")
+    AllChem.EmbedMultipleConfs(m, 2, randomSeed=1)
+    starts = np.stack([m.GetConformer(c).GetPositions() for c in range(2)])
+    centred = starts - starts.mean(axis=1, keepdims=True)
+    low = model.sample([m], 3, seed=0, init_conformers=[starts], sigma_start=0.01, stereo_guidance=False)[0]
+    # conformer k starts from start k mod 2, and barely moves at sigma 0.01
+    for k, ref in enumerate([0, 1, 0]):
+        assert np.sqrt(((low[k] - centred[ref]) ** 2).sum(-1).mean()) < 0.1
+    high = model.sample([m], 3, seed=0, init_conformers=[starts], sigma_start=5.0, stereo_guidance=False)[0]
+    assert np.sqrt(((high[0] - centred[0]) ** 2).sum(-1).mean()) > 0.3
+    again = model.sample([m], 3, seed=0, init_conformers=[starts], sigma_start=5.0, stereo_guidance=False)[0]
+    assert np.array_equal(high, again)
+
+
+def test_refining_rejects_bad_starting_conformers():
+    model = ConformerModel(tiny_config())
+    m = mol("CCO")
+    good = np.zeros((1, 9, 3))
+    with pytest.raises(ValueError, match="init_conformers\\[0\\]"):
+        model.sample([m], 1, init_conformers=[np.zeros((1, 8, 3))], sigma_start=0.5)
+    with pytest.raises(ValueError, match="entries"):
+        model.sample([m, m], 1, init_conformers=[good], sigma_start=0.5)
+    with pytest.raises(ValueError, match="go together"):
+        model.sample([m], 1, init_conformers=[good])
+    with pytest.raises(ValueError, match="finite"):
+        model.sample([m], 1, init_conformers=[np.full((1, 9, 3), np.nan)], sigma_start=0.5)
+    with pytest.raises(ValueError, match="sigma_start must exceed"):
+        model.sample([m], 1, init_conformers=[good], sigma_start=0.0)
+
+
 def test_precision_choice_and_bf16_sampling_close_to_fp32():
     model = ConformerModel(tiny_config())
     assert model.resolved_precision("fp32") == "fp32" and model.resolved_precision("bf16") == "bf16"
