@@ -41,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output)")
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
-    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's; 8 with --start etkdg)")
+    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's; 10 with --start etkdg)")
     gen.add_argument("--start", choices=("prior", "etkdg"), default="prior",
                      help="'etkdg': refine ETKDG conformers with the model (partial diffusion) instead of "
                           "sampling from noise; more accurate local geometry, slower (default prior)")
     gen.add_argument("--sigma-start", type=float,
-                     help="with --start etkdg: noise level (A) the ETKDG conformers are raised to (default 0.3)")
+                     help="with --start etkdg: noise level (A) the ETKDG conformers are raised to (default 0.6)")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
     gen.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                      help="network precision: bf16 per-edge work is ~2x faster where native (default auto)")

@@ -25,9 +25,9 @@ from molediff.chem.sampler_protocol import EtkdgSampler
 __all__ = ["EtkdgRefinedSampler", "DEFAULT_SIGMA_START", "DEFAULT_REFINE_STEPS"]
 
 #: noise level (Å) the ETKDG geometries are raised to, chosen on QM9 validation (model card)
-DEFAULT_SIGMA_START = 0.3
+DEFAULT_SIGMA_START = 0.6
 #: sampler steps from ``DEFAULT_SIGMA_START`` down
-DEFAULT_REFINE_STEPS = 8
+DEFAULT_REFINE_STEPS = 10
 
 
 class EtkdgRefinedSampler:

@@ -128,7 +128,7 @@ def test_start_etkdg_refines_with_the_shipped_model_and_records_it(tmp_path):
     mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
     assert len(mols) == 2
     for m in mols:
-        assert m.GetProp("molediff_start") == "etkdg, sigma 0.3" and m.GetProp("molediff_steps") == "8"
+        assert m.GetProp("molediff_start") == "etkdg, sigma 0.6" and m.GetProp("molediff_steps") == "10"
         assert np.isfinite(m.GetConformer().GetPositions()).all()
 
 
