@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import itertools
 import json
 import os
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if args.sigma_start is not None and args.start != "etkdg":
             raise ValueError("--sigma-start needs --start etkdg")
         if args.start == "etkdg":
-            if not hasattr(model, "precision"):  # ETKDG itself, or a sampler that cannot refine
+            if "init_conformers" not in inspect.signature(model.sample).parameters:  # ETKDG, or another sampler
                 raise ValueError(f"--start etkdg needs a diffusion model, not {model.name!r}")
             from molediff.chem.refine import DEFAULT_SIGMA_START, EtkdgRefinedSampler
             model = EtkdgRefinedSampler(model, args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START)

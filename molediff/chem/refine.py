@@ -83,7 +83,8 @@ class EtkdgRefinedSampler:
         """``num_confs`` refined conformers per molecule, ``[num_confs, N_i, 3]`` float64 arrays (Å).
 
         Conformer ``k`` refines ETKDG embedding ``k`` (embeddings that failed are replaced by the
-        molecule's successful ones in turn); a molecule with none is sampled from the prior.
+        molecule's successful ones in turn); a molecule with none is sampled from the prior with the
+        model's default steps (``steps`` counts steps from ``sigma_start`` and does not apply to it).
         ``model_options`` go to ``model.sample`` (e.g. ``stereo_guidance``, ``precision``).
         """
         seed = int(seed) if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
