@@ -176,6 +176,21 @@ def test_merged_padded_blocks_equal_the_sparse_edge_list_values_and_gradients():
             torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
 
 
+def test_inference_in_runs_of_graphs_equals_whole_blocks():
+    net = _net(seed=9)
+    x, cond = _molecule_batch([5, 3, 5, 5, 4, 3, 5, 2, 1], seed=10)
+    c_noise = torch.rand(x.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        net.dense_chunk_pairs = None
+        whole = net(x, c_noise, **cond)
+        sparse_net = _net(seed=9)
+        sparse_net.dense_execution = False
+        torch.testing.assert_close(whole, sparse_net(x, c_noise, **cond), rtol=0, atol=1e-10)
+        for limit, pairs in ((None, 25), (None, 30), (None, 1), (2, 50), (1, 26)):
+            net.max_dense_blocks, net.dense_chunk_pairs = limit, pairs  # one graph per run up to several
+            torch.testing.assert_close(net(x, c_noise, **cond), whole, rtol=0, atol=1e-10)
+
+
 def test_merge_sizes_pads_the_fewest_pairs():
     from molediff.nn.dense_blocks import merge_sizes
 
