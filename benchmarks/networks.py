@@ -5,9 +5,11 @@ both directions, 4 bond-type features) plus radius edges. Prints one table row p
 (no grad) and forward+backward throughput, medians over repeats.
 
 ``egnn_fc`` is the shipped conformer model's network (EGNN 4 x 128 on the fully connected graph); its modes
-are the execution paths of the same function: ``sparse`` (edge list, gathers and scatters), ``dense``
-(per-size dense blocks, :mod:`molediff.nn.dense_blocks`) and ``dense-bf16`` (plus bf16 per-edge MLPs,
-:mod:`molediff.nn.precision`).
+are the execution paths of the same function: ``sparse`` (edge list, gathers and scatters), ``dense-whole``
+(per-size dense blocks, :mod:`molediff.nn.dense_blocks`, each block in one piece), ``dense`` (the default: the
+same blocks, forward without gradients in cache-sized runs of graphs, ``EGNN.dense_chunk_pairs``) and
+``dense-bf16`` (plus bf16 per-edge MLPs, :mod:`molediff.nn.precision`). Training (forward + backward) always runs
+whole blocks, so ``dense-whole`` and ``dense`` differ only in the forward column.
 
     python3 benchmarks/networks.py                       # CPU, batch 128
     python3 benchmarks/networks.py --nets egnn_fc --threads 2
@@ -84,6 +86,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--nets", default="egnn,gfn,tfn")
+    ap.add_argument("--paths", default="sparse,dense-whole,dense,dense-bf16",
+                    help="execution paths of egnn_fc to time (dense-bf16 is slow where bf16 is emulated)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,23 +105,25 @@ def main() -> None:
         "tfn": lambda: TensorFieldNetwork(NODE_DIM, EDGE_DIM, radius=RADIUS),
         "egnn_fc": lambda: EGNN(NODE_DIM, EDGE_DIM, hidden=128, num_layers=4, fully_connected=True),
     }
-    execution_paths = {"sparse": (False, "fp32"), "dense": (True, "fp32"), "dense-bf16": (True, "bf16")}
+    chunk_default = EGNN().dense_chunk_pairs
+    execution_paths = {"sparse": (False, "fp32", None), "dense-whole": (True, "fp32", None),
+                       "dense": (True, "fp32", chunk_default), "dense-bf16": (True, "bf16", chunk_default)}
     cond = {k: v for k, v in inp.items() if k not in ("x", "c_noise")}
     print(f"{'network':<20}{'params':>10}{'mode':>12}{'fwd mol/s':>12}{'fwd+bwd mol/s':>15}  note")
     for name in args.nets.split(","):
         net = builders[name]().to(device)
         params = sum(p.numel() for p in net.parameters())
         if getattr(net, "fully_connected", False):
-            modes = list(execution_paths)
+            modes = [m for m in args.paths.split(",") if m in execution_paths]
         else:
             modes = ["eager"] + ([] if args.no_compile else ["compile"])
         for mode in modes:
             note = ""
             try:
                 model = torch.compile(net) if mode == "compile" else net
-                dense, precision = execution_paths.get(mode, (None, "fp32"))
+                dense, precision, chunk_pairs = execution_paths.get(mode, (None, "fp32", None))
                 if dense is not None:
-                    net.dense_execution = dense
+                    net.dense_execution, net.dense_chunk_pairs = dense, chunk_pairs
 
                 def fwd():
                     with torch.no_grad(), edge_precision(net, precision):

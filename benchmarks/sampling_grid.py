@@ -7,7 +7,10 @@ Each setting is a comma-separated list of ``key=value`` pairs, all optional: ``s
 :data:`molediff.chem.stereo_guidance.DEFAULT_STEREO_GUIDANCE` (``guidance.iters=30``) and, prefixed
 ``particles.``, any entry of :data:`molediff.chem.particle_guidance.DEFAULT_PARTICLE_GUIDANCE`
 (``particles.weight=2``; naming one turns particle guidance on, ``particles=1`` with the defaults,
-``particles=0`` off). The empty setting ``""`` is the model's defaults. Every setting samples the
+``particles=0`` off) and, prefixed ``net.``, an execution attribute of the network
+(``net.dense_chunk_pairs=none``: the EGNN's dense blocks in one piece; ``none`` for None), restored after the
+setting. The empty setting ``""`` is the model's defaults; naming a setting twice runs it twice (alternating
+settings is how to compare speeds on a noisy machine). Every setting samples the
 same seeded validation molecules with the same seed (defaults are chosen on validation, never on
 test), and the table gives median / mean min-RMSD (heavy atoms, Å), coverage@0.5 Å, the fraction of
 valid conformers, conformers per second and, for the invalid ones, how often each validity check
@@ -52,11 +55,12 @@ def _guidance_value(default: Any, value: str) -> Any:
 
 
 def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], dict[str, float], dict[str, Any],
-                                      bool | dict[str, Any] | None]:
-    """``"sampler=ddim,eta=0.7,rho=5,guidance.iters=30,particles.weight=2"`` ->
-    ``(sampler, steps, grid, sampler options, guidance, particles)``; ``particles`` is ``None`` where the
-    setting does not say (the model's default), else ``False`` or the options of particle guidance."""
-    sampler, steps, grid, options, guidance = None, None, {}, {}, {}
+                                      bool | dict[str, Any] | None, dict[str, int | None]]:
+    """``"sampler=ddim,eta=0.7,rho=5,guidance.iters=30,particles.weight=2,net.dense_chunk_pairs=none"`` ->
+    ``(sampler, steps, grid, sampler options, guidance, particles, network attributes)``; ``particles`` is
+    ``None`` where the setting does not say (the model's default), else ``False`` or the options of particle
+    guidance."""
+    sampler, steps, grid, options, guidance, net = None, None, {}, {}, {}, {}
     particles: bool | dict[str, Any] | None = None
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
@@ -80,11 +84,13 @@ def parse_setting(spec: str) -> tuple[str | None, int | None, dict[str, float], 
                 raise ValueError(f"setting {spec!r}: no particle-guidance option {name!r}; "
                                  f"choose from {sorted(DEFAULT_PARTICLE_GUIDANCE)}")
             particles = {**(particles or {}), name: _guidance_value(DEFAULT_PARTICLE_GUIDANCE[name], value)}
+        elif key.startswith("net."):
+            net[key[len("net."):]] = None if value.lower() == "none" else int(value)
         elif key in GRID_KEYS:
             grid[key] = float(value)
         else:
             options[key] = float(value)
-    return sampler, steps, grid, options, guidance, particles
+    return sampler, steps, grid, options, guidance, particles, net
 
 
 def failed_checks(mols: list[Any], coords: list[np.ndarray]) -> Counter:
@@ -135,8 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     print("| setting | median minRMSD | mean minRMSD | cov@0.5 | cov@0.1 | valid | conf/s | failed checks |")
     print("|---|---|---|---|---|---|---|---|")
-    for spec, (sampler, steps, grid, options, guidance, particles) in zip(args.settings, parsed):
+    network = model.denoiser.net
+    for spec, (sampler, steps, grid, options, guidance, particles, net_attrs) in zip(args.settings, parsed):
         model.config = dataclasses.replace(base, **grid)
+        missing = [name for name in net_attrs if not hasattr(network, name)]
+        if missing:
+            parser.error(f"setting {spec!r}: {type(network).__name__} has no attribute {missing[0]!r}")
+        saved = {name: getattr(network, name) for name in net_attrs}
+        for name, value in net_attrs.items():
+            setattr(network, name, value)
         extra = {} if particles is None else {"particle_guidance": particles}
         t0 = time.perf_counter()
         coords = model.sample([m.template for m in mols], args.num_confs, sampler=sampler, steps=steps,
@@ -148,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         fails = ", ".join(f"{k} {v}" for k, v in failed_checks(mols, coords).most_common()) or "none"
         print(f"| {spec or 'defaults'} | {row.median_min_rmsd:.3f} | {row.mean_min_rmsd:.3f} | {row.coverage_05:.3f} | {row.coverage_01:.3f} "
               f"| {row.valid_fraction:.4f} | {row.conformers_per_s:.1f} | {fails} |")
+        for name, value in saved.items():
+            setattr(network, name, value)
     model.config = base
     return 0
 
