@@ -8,6 +8,10 @@ alone would stop mid-schedule (the cosine decay spans ``training.steps``), so th
 3. sets ``training.steps`` so that the cosine decay ends just inside the remaining budget, and
    resumes again to finish (``training.max_minutes`` stays as a hard stop).
 
+A run resumed late in its schedule would otherwise spend the whole window near its floor learning rate;
+``--restart-lr`` restarts the schedule at the resumed step (``optimiser.restart_step``): warm-up back to
+``optimiser.lr`` (set it with ``--set optimiser.lr=...``), then the cosine sized to the window.
+
 The checkpoints are ordinary trainer checkpoints: a later run (GPU or CPU) resumes from them with
 ``molediff train CONFIG --out RUN --resume``. Both phases are logged to ``RUN/log.jsonl``.
 
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock budget for both phases")
     parser.add_argument("--probe-steps", type=int, default=300)
     parser.add_argument("--safety", type=float, default=0.92, help="fraction of the estimated steps to schedule")
+    parser.add_argument("--restart-lr", action="store_true",
+                        help="warm restart: the schedule starts again at the resumed step (optimiser.restart_step), "
+                             "warm-up back to optimiser.lr during the probe, then the cosine sized to the window")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -54,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     provisional = load_config(args.config, args.overrides).training.steps
     saved = CheckpointManager(Path(args.out) / "checkpoints").steps()
     first = max(saved) if saved else 0  # the step the probe resumes from
+    if args.restart_lr:
+        args.overrides = [*args.overrides, f"optimiser.restart_step={first}"]
     t_probe = time.monotonic()
     # a run already past the config's schedule would stop at once: let the probe's schedule reach past it
     probe_total = [f"training.steps={first + args.probe_steps}"] if provisional < first + args.probe_steps else []
@@ -65,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     remaining = budget_s - (time.monotonic() - start)
     total = trainer.step + int(args.safety * rate * remaining)
     minutes_left = max(0.5, remaining / 60.0)
-    print(json.dumps({"resumed_at": first, "probe_steps": done, "probe_steps_per_s": round(rate, 2),
+    print(json.dumps({"resumed_at": first, "lr_restart": bool(args.restart_lr), "probe_steps": done,
+                      "probe_steps_per_s": round(rate, 2),
                       "seconds_left": round(remaining, 1),
                       "scheduled_total_steps": total}), flush=True)
     del trainer

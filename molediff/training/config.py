@@ -44,7 +44,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class OptimConfig:
-    """AdamW and learning-rate schedule (linear warmup, then constant or cosine decay)."""
+    """AdamW and learning-rate schedule (linear warmup, then constant or cosine decay).
+
+    ``restart_step`` > 0 restarts the schedule there (a warm restart for a resumed run whose cosine has
+    already decayed): from that step on, linear warm-up over ``warmup_steps`` back to ``lr``, then the
+    cosine down to ``min_lr_ratio * lr`` at ``training.steps``.
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -54,6 +59,7 @@ class OptimConfig:
     warmup_steps: int = 0
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.0
+    restart_step: int = 0
 
     def validate(self) -> None:
         _check(self.lr > 0, "optimiser.lr must be > 0")
@@ -64,6 +70,7 @@ class OptimConfig:
         _check(self.warmup_steps >= 0, "optimiser.warmup_steps must be >= 0")
         _check(self.lr_schedule in ("constant", "cosine"), "optimiser.lr_schedule must be 'constant' or 'cosine'")
         _check(0 <= self.min_lr_ratio <= 1, "optimiser.min_lr_ratio must be in [0, 1]")
+        _check(self.restart_step >= 0, "optimiser.restart_step must be >= 0")
 
 
 @dataclass

@@ -67,12 +67,18 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: Config) -> float:
-    """Learning rate for optimiser step ``step`` (0-based): linear warmup, then constant or cosine."""
+    """Learning rate for optimiser step ``step`` (0-based): linear warmup, then constant or cosine.
+
+    With ``optimiser.restart_step`` > 0 the schedule starts again at that step (warm-up, then the cosine
+    to ``training.steps``); steps before it follow the original schedule.
+    """
     o, total = cfg.optimiser, cfg.training.steps
-    if o.warmup_steps and step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
+    start = o.restart_step if 0 < o.restart_step <= step else 0
+    if o.warmup_steps and step - start < o.warmup_steps:
+        return o.lr * (step - start + 1) / o.warmup_steps
     if o.lr_schedule == "cosine":
-        progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+        first = start + o.warmup_steps
+        progress = min(1.0, (step - first) / max(1, total - first))
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     return o.lr
 

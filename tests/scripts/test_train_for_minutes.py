@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from molediff.training.checkpoint import CheckpointManager
@@ -23,8 +24,8 @@ def _driver():
     return module
 
 
-def _run(driver, config: Path, out: Path, capsys) -> dict:
-    assert driver.main([str(config), "--out", str(out), "--minutes", "0.05", "--probe-steps", "5"]) == 0
+def _run(driver, config: Path, out: Path, capsys, *extra: str) -> dict:
+    assert driver.main([str(config), "--out", str(out), "--minutes", "0.05", "--probe-steps", "5", *extra]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     return {k: v for line in lines for k, v in line.items()}
 
@@ -41,3 +42,20 @@ def test_resumes_and_trains_even_past_the_configs_schedule(tmp_path, capsys):
     assert again["resumed_at"] == first["final_step"] and again["probe_steps"] == 5
     assert again["final_step"] >= again["resumed_at"] + 5
     assert max(CheckpointManager(out / "checkpoints").steps()) == again["final_step"]
+
+
+def test_restart_lr_warms_up_again_from_the_resumed_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_raw(out, steps=8, ckpt_every=4, log_every=1)))
+    driver = _driver()
+    first = _run(driver, config, out, capsys)
+    again = _run(driver, config, out, capsys, "--restart-lr")
+    assert again["lr_restart"] and again["resumed_at"] == first["final_step"]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lrs = {row["step"]: row["lr"] for row in logged if "lr" in row}
+    resumed = again["resumed_at"]
+    # toy config: lr 3e-3, warm-up 4 steps; the step after the resume is the first warm-up step again
+    assert lrs[resumed + 1] == pytest.approx(3e-3 / 4)
+    assert lrs[resumed + 4] == pytest.approx(3e-3)
+    assert lrs[resumed] < 3e-3 / 2  # the first run had decayed to near its floor (cosine to 0 at step 8)

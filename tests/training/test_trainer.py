@@ -102,6 +102,23 @@ def test_lr_schedule_warmup_and_cosine(tmp_path):
     assert lr_at(14, cfg) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_lr_schedule_warm_restart(tmp_path):
+    raw = toy_raw(tmp_path, steps=30)  # lr 3e-3, warmup 4, cosine to 0 at step 30
+    plain = config_from_dict(raw)
+    raw["optimiser"]["restart_step"] = 10
+    cfg = config_from_dict(raw)
+    for step in range(10):  # before the restart: the original schedule
+        assert lr_at(step, cfg) == lr_at(step, plain)
+    assert lr_at(9, cfg) < 3e-3 * 0.95  # decaying by then
+    assert lr_at(10, cfg) == pytest.approx(3e-3 / 4)  # warm-up again
+    assert lr_at(13, cfg) == pytest.approx(3e-3)
+    assert lr_at(22, cfg) == pytest.approx(3e-3 * 0.5)  # half-way along the restarted cosine (14 -> 30)
+    assert lr_at(30, cfg) == pytest.approx(0.0, abs=1e-12)
+    raw["optimiser"]["restart_step"] = -1
+    with pytest.raises(Exception, match="restart_step"):
+        config_from_dict(raw)
+
+
 def test_refuses_to_overwrite_run_without_resume(tmp_path, toy_config):
     Trainer(toy_config(tmp_path, steps=2)).fit()
     with pytest.raises(RunDirError):
