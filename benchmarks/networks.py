@@ -105,14 +105,15 @@ def main() -> None:
         "tfn": lambda: TensorFieldNetwork(NODE_DIM, EDGE_DIM, radius=RADIUS),
         "egnn_fc": lambda: EGNN(NODE_DIM, EDGE_DIM, hidden=128, num_layers=4, fully_connected=True),
     }
-    chunk_default = EGNN().dense_chunk_pairs
+    default = "default"  # the network's own dense_chunk_pairs
     execution_paths = {"sparse": (False, "fp32", None), "dense-whole": (True, "fp32", None),
-                       "dense": (True, "fp32", chunk_default), "dense-bf16": (True, "bf16", chunk_default)}
+                       "dense": (True, "fp32", default), "dense-bf16": (True, "bf16", default)}
     cond = {k: v for k, v in inp.items() if k not in ("x", "c_noise")}
     print(f"{'network':<20}{'params':>10}{'mode':>12}{'fwd mol/s':>12}{'fwd+bwd mol/s':>15}  note")
     for name in args.nets.split(","):
         net = builders[name]().to(device)
         params = sum(p.numel() for p in net.parameters())
+        chunk_default = getattr(net, "dense_chunk_pairs", None)
         if getattr(net, "fully_connected", False):
             modes = [m for m in args.paths.split(",") if m in execution_paths]
         else:
@@ -123,7 +124,8 @@ def main() -> None:
                 model = torch.compile(net) if mode == "compile" else net
                 dense, precision, chunk_pairs = execution_paths.get(mode, (None, "fp32", None))
                 if dense is not None:
-                    net.dense_execution, net.dense_chunk_pairs = dense, chunk_pairs
+                    net.dense_execution = dense
+                    net.dense_chunk_pairs = chunk_default if chunk_pairs == default else chunk_pairs
 
                 def fwd():
                     with torch.no_grad(), edge_precision(net, precision):
