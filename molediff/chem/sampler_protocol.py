@@ -82,6 +82,9 @@ class EtkdgSampler:
     max_attempts_factor : int
         Embedding attempts per conformer before RDKit gives up; failed conformers come back
         as NaN so the caller re-samples them like any diverged model output.
+    num_threads : int
+        RDKit threads embedding the conformers of a molecule (0: all cores; results are
+        reproducible for a fixed seed and thread count).
 
     Notes
     -----
@@ -95,8 +98,9 @@ class EtkdgSampler:
     )
     max_atoms = 1000
 
-    def __init__(self, max_attempts_factor: int = 10) -> None:
+    def __init__(self, max_attempts_factor: int = 10, num_threads: int = 1) -> None:
         self.max_attempts_factor = max_attempts_factor
+        self.num_threads = num_threads
 
     def check_supported(self, mol: Chem.Mol) -> None:
         """ETKDG embeds any element up to radon."""
@@ -115,7 +119,7 @@ class EtkdgSampler:
             params.randomSeed = int(rng.integers(0, 2**31 - 1))
             params.maxIterations = self.max_attempts_factor * work.GetNumAtoms()
             params.enforceChirality = True
-            params.numThreads = 1
+            params.numThreads = int(self.num_threads)
             ids = list(rdDistGeom.EmbedMultipleConfs(work, num_confs, params))
             coords = np.full((num_confs, work.GetNumAtoms(), 3), np.nan)
             for k, cid in enumerate(ids[:num_confs]):

@@ -1,0 +1,141 @@
+"""ParallelConformerSampler: worker processes return exactly the in-process model's draw per shard."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molediff.chem.model import load_conformer_model
+from molediff.chem.parallel_sampler import ParallelConformerSampler, balanced_shards, shard_seed
+from molediff.chem.sampler_protocol import ConformerSampler
+from molediff.cli import main
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)NC", "C1CC1C#N", "OCC(O)CO", "C[C@H](N)C(=O)O"]
+STEPS = 4  # a short grid: the test is about plumbing, not accuracy
+
+
+def _mols():
+    return [Chem.AddHs(Chem.MolFromSmiles(s)) for s in SMILES]
+
+
+def test_balanced_shards_cover_every_item_once_and_balance_the_cost():
+    costs = [9, 8, 7, 6, 5, 4]
+    shards = balanced_shards(costs, 2)
+    assert sorted(i for s in shards for i in s) == list(range(6))
+    assert all(s == sorted(s) for s in shards)
+    assert sorted(sum(costs[i] for i in s) for s in shards) == [19, 20]
+    assert balanced_shards(costs, 2) == shards  # deterministic
+    assert balanced_shards([1.0, 1.0], 4) == [[0], [1]]  # fewer items than shards: no empty shard
+    assert balanced_shards([], 3) == []
+    assert balanced_shards([3, 1, 1, 1], 2) == [[0], [1, 2, 3]]
+    with pytest.raises(ValueError):
+        balanced_shards([1], 0)
+
+
+def test_shard_seeds_are_reproducible_and_distinct():
+    assert shard_seed(5, 0) == shard_seed(5, 0)
+    assert len({shard_seed(5, j) for j in range(8)} | {shard_seed(6, 0)}) == 9
+    assert all(0 <= shard_seed(s, j) < 2**31 for s in (0, 2**40) for j in range(3))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_conformer_model()
+
+
+@pytest.fixture(scope="module")
+def parallel(model):
+    with ParallelConformerSampler(model, workers=2) as sampler:
+        yield sampler
+
+
+def _in_process(model, mols, k, seed, shards, **options):
+    """What each worker should return: the model's own draw on its shard with the shard's seed."""
+    expected = [None] * len(mols)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count (bit-for-bit equal reductions)
+    try:
+        for number, items in enumerate(shards):
+            extra = dict(options)
+            if "init_conformers" in extra:
+                extra["init_conformers"] = [extra["init_conformers"][i] for i in items]
+            out = model.sample([mols[i] for i in items], k, seed=shard_seed(seed, number), **extra)
+            for i, coords in zip(items, out):
+                expected[i] = coords
+    finally:
+        torch.set_num_threads(threads)
+    return expected
+
+
+def test_workers_return_the_in_process_draw_of_each_shard_in_input_order(model, parallel):
+    mols = _mols()
+    assert isinstance(parallel, ConformerSampler)
+    assert (parallel.name, parallel.elements, parallel.max_atoms) == (model.name, model.elements, model.max_atoms)
+    out = parallel.sample(mols, 3, seed=11, steps=STEPS)
+    shards = balanced_shards([m.GetNumAtoms() ** 2 for m in mols], 2)
+    assert len(shards) == 2
+    expected = _in_process(model, mols, 3, 11, shards, steps=STEPS)
+    for mol, got, want in zip(mols, out, expected):
+        assert got.shape == (3, mol.GetNumAtoms(), 3) and got.dtype == np.float64
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(parallel.sample(mols, 3, seed=11, steps=STEPS)[2], out[2])  # reproducible
+    assert not np.array_equal(parallel.sample(mols, 3, seed=12, steps=STEPS)[2], out[2])
+
+
+def test_start_conformers_travel_with_their_molecules(model, parallel):
+    mols = _mols()[:4]
+    rng = np.random.default_rng(0)
+    starts = [rng.normal(size=(2, m.GetNumAtoms(), 3)) for m in mols]
+    options = {"steps": 2, "init_conformers": starts, "sigma_start": 0.3}
+    out = parallel.sample(mols, 2, seed=3, **options)
+    expected = _in_process(model, mols, 2, 3, balanced_shards([m.GetNumAtoms() ** 2 for m in mols], 2), **options)
+    for got, want in zip(out, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_bad_calls_raise_before_any_work(parallel):
+    mols = _mols()[:2]
+    assert parallel.sample([], 3, seed=0) == []
+    with pytest.raises(ValueError, match="num_confs"):
+        parallel.sample(mols, 0)
+    with pytest.raises(ValueError, match="CPU"):
+        parallel.sample(mols, 1, device="cuda")
+    with pytest.raises(ValueError, match="init_conformers"):
+        parallel.sample(mols, 1, init_conformers=[np.zeros((1, 9, 3))], sigma_start=0.3)
+
+
+def test_a_dead_worker_fails_that_call_and_the_next_call_starts_fresh_workers(model):
+    sampler = ParallelConformerSampler(model, workers=2)
+    try:
+        mols = _mols()[:2]
+        first = sampler.sample(mols, 1, seed=0, steps=2)
+        for pid in list(sampler._pool._processes):  # noqa: SLF001 - the test kills a worker on purpose
+            os.kill(pid, signal.SIGKILL)
+            break
+        with pytest.raises(RuntimeError, match="worker process died"):
+            sampler.sample(mols, 1, seed=0, steps=2)
+        again = sampler.sample(mols, 1, seed=0, steps=2)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        sampler.close()
+
+
+def test_cli_workers_writes_every_molecule(tmp_path):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CCO", "c1ccccc1O", "CC(=O)NC", "-n", "2", "--seed", "0", "--steps", "3",
+                 "--workers", "2", "-o", str(out), "-q"]) == 0
+    mols = list(Chem.SDMolSupplier(str(out), removeHs=False))
+    assert len(mols) == 6 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
+    for m in mols:
+        xyz = m.GetConformer().GetPositions()
+        assert np.isfinite(xyz).all() and np.ptp(xyz, axis=0).max() > 1.0
+    etkdg = tmp_path / "etkdg.sdf"
+    assert main(["conformers", "CCO", "-n", "2", "--seed", "0", "--model", "etkdg", "--workers", "2",
+                 "-o", str(etkdg), "-q"]) == 0
+    assert len(list(Chem.SDMolSupplier(str(etkdg)))) == 2
+    assert main(["conformers", "CCO", "--workers", "0", "--model", "etkdg"]) == 2
+    assert main(["conformers", "CCO", "--workers", "2", "--device", "cuda", "-q"]) == 2
