@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"molediff {name}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(rest)
+    args.raw_argv = list(rest)  # the sub-command's own arguments, for commands that re-launch themselves
     return int(module.run(args) or 0)
 
 

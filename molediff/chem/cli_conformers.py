@@ -5,7 +5,7 @@ Examples
     molediff conformers "C[C@H](N)C(=O)O" -n 5 --seed 0 > ala.sdf
     molediff conformers -i drugs.smi -o drugs.sdf -n 10 --failures failed.csv --keep-going
     molediff conformers -i drugs.smi -o drugs.sdf --resume           # after a crash
-    molediff conformers -i drugs.smi -o drugs.sdf --workers 2        # 2 CPU worker processes
+    molediff conformers -i drugs.smi -o drugs.sdf --workers 2        # 2 local processes, 1 thread each
     torchrun --nproc-per-node 4 -m molediff conformers -i big.smi -o big.sdf --device cuda
 
 Exit status: 0 when every molecule got conformers (or with ``--keep-going``), 1 when some
@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-from typing import Any
 
 __all__ = ["add_arguments", "run"]
 
@@ -55,9 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="network precision: bf16 per-edge work is ~2x faster where native (default auto)")
     gen.add_argument("--batch-size", type=int, default=64, help="molecules per model call and per commit")
     gen.add_argument("--workers", type=int, default=1,
-                     help="CPU cores to sample on: that many worker processes with one torch thread each "
-                          "(faster than one process's threads on small molecules); with --model etkdg, RDKit "
-                          "threads (default 1: one process, torch's default threads)")
+                     help="CPU cores to use: the job runs as that many local processes with one thread each, "
+                          "as under torchrun (needs -o); with --model etkdg, RDKit threads (default 1)")
     gen.add_argument("--relax", choices=("mmff", "xtb"), help="relax conformers with MMFF94 or GFN2-xTB")
     gen.add_argument("--prune-rms", type=float, help="drop conformers within this heavy-atom RMSD (A)")
     gen.add_argument("--on-invalid", choices=("resample", "flag", "drop"), default="resample",
@@ -77,10 +75,12 @@ def _err(msg: str) -> None:
 def _options(args, seed: int) -> dict:
     keys = ("input", "num_confs", "model", "sampler", "steps", "relax", "prune_rms", "on_invalid",
             "max_resample_rounds", "fragments", "max_atoms", "allow_radicals", "smiles_column", "id_column",
-            "batch_size", "precision", "start", "sigma_start", "workers")
+            "batch_size", "precision", "start", "sigma_start")
     opts = {k: getattr(args, k) for k in keys}
     opts["input"] = os.path.abspath(args.input) if args.input else list(args.smiles)
     opts["seed"] = seed
+    if args.workers > 1:  # the shards' seeds depend on it; absent for one process, as before the option existed
+        opts["workers"] = args.workers
     return opts
 
 
@@ -92,35 +92,43 @@ def _saved_seed(state_path: str) -> int | None:
         return None
 
 
-def _on_workers(model: Any, workers: int, pools: list[Any]) -> Any:
-    """``model`` sampling on ``workers`` CPU cores: RDKit threads for ETKDG, worker processes for a
-    diffusion model (appended to ``pools``, which the caller closes)."""
-    from molediff.chem.model import ConformerModel
-    from molediff.chem.parallel_sampler import ParallelConformerSampler
-    from molediff.chem.sampler_protocol import EtkdgSampler
-
-    if isinstance(model, EtkdgSampler):
-        return EtkdgSampler(model.max_attempts_factor, num_threads=workers)
-    if not isinstance(model, ConformerModel):
-        raise ValueError(f"--workers: {model.name!r} cannot be sampled in worker processes")
-    pools.append(ParallelConformerSampler(model, workers=workers))
-    return pools[-1]
+def _is_etkdg(model: str | None) -> bool:
+    return model is not None and model.lower() == "etkdg"
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``molediff conformers``; returns the exit status."""
-    pools: list[Any] = []
-    try:
-        return _run(args, pools)
-    finally:
-        for pool in pools:
-            pool.close()
+    """Run ``molediff conformers``; returns the exit status.
+
+    ``--workers N`` with a diffusion model runs the job as N local ranks
+    (:func:`molediff.chem.local_ranks.run_local_ranks`, which needs ``args.raw_argv``, set by
+    :func:`molediff.cli.main`); with ETKDG it sets RDKit's thread count.
+    """
+    from molediff.chem import distributed_run as dr
+
+    if args.workers > 1 and not _is_etkdg(args.model):
+        problem = None
+        if dr.dist_context().distributed:
+            problem = "--workers inside a torchrun job: give torchrun more processes instead"
+        elif args.device is not None and not args.device.startswith("cpu"):
+            problem = f"--workers runs CPU processes; drop it to sample on {args.device}"
+        elif not args.output:
+            problem = "--workers needs -o OUTPUT (the workers write shards that are merged into it)"
+        elif getattr(args, "raw_argv", None) is None:
+            problem = "--workers needs the command line (args.raw_argv)"
+        if problem:
+            _err(problem)
+            return 2
+        from molediff.chem.local_ranks import run_local_ranks, without_option
+
+        return run_local_ranks(without_option(args.raw_argv, "--workers"), args.workers)
+    return _run(args)
 
 
-def _run(args: argparse.Namespace, pools: list[Any]) -> int:
+def _run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
     from molediff.chem.errors import EmptyInputError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
+    from molediff.chem.sampler_protocol import EtkdgSampler
     from molediff.chem.io_read import count_records, input_format, read_inputs, records_from_strings
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_format
 
@@ -129,9 +137,6 @@ def _run(args: argparse.Namespace, pools: list[Any]) -> int:
         return 2
     if args.num_confs < 1 or args.batch_size < 1 or args.workers < 1:
         _err("--num-confs, --batch-size and --workers must be >= 1")
-        return 2
-    if args.workers > 1 and args.device is not None and not args.device.startswith("cpu"):
-        _err(f"--workers runs CPU processes; drop it to sample on {args.device}")
         return 2
     ctx = dr.dist_context()
     if ctx.distributed and not args.output:
@@ -154,8 +159,8 @@ def _run(args: argparse.Namespace, pools: list[Any]) -> int:
         if args.precision is not None and hasattr(model, "precision"):
             model = copy.copy(model)  # shares the weights; the cached shipped model keeps its own setting
             model.precision = args.precision
-        if args.workers > 1:
-            model = _on_workers(model, args.workers, pools)
+        if args.workers > 1:  # ETKDG (run() launched the model's workers)
+            model = EtkdgSampler(num_threads=args.workers)
         if args.sigma_start is not None and args.start != "etkdg":
             raise ValueError("--sigma-start needs --start etkdg")
         if args.start == "etkdg":

@@ -11,7 +11,6 @@ from rdkit import Chem
 from molediff.chem.model import load_conformer_model
 from molediff.chem.parallel_sampler import ParallelConformerSampler, balanced_shards, shard_seed
 from molediff.chem.sampler_protocol import ConformerSampler
-from molediff.cli import main
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)NC", "C1CC1C#N", "OCC(O)CO", "C[C@H](N)C(=O)O"]
 STEPS = 4  # a short grid: the test is about plumbing, not accuracy
@@ -122,20 +121,3 @@ def test_a_dead_worker_fails_that_call_and_the_next_call_starts_fresh_workers(mo
             np.testing.assert_array_equal(a, b)
     finally:
         sampler.close()
-
-
-def test_cli_workers_writes_every_molecule(tmp_path):
-    out = tmp_path / "out.sdf"
-    assert main(["conformers", "CCO", "c1ccccc1O", "CC(=O)NC", "-n", "2", "--seed", "0", "--steps", "3",
-                 "--workers", "2", "-o", str(out), "-q"]) == 0
-    mols = list(Chem.SDMolSupplier(str(out), removeHs=False))
-    assert len(mols) == 6 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
-    for m in mols:
-        xyz = m.GetConformer().GetPositions()
-        assert np.isfinite(xyz).all() and np.ptp(xyz, axis=0).max() > 1.0
-    etkdg = tmp_path / "etkdg.sdf"
-    assert main(["conformers", "CCO", "-n", "2", "--seed", "0", "--model", "etkdg", "--workers", "2",
-                 "-o", str(etkdg), "-q"]) == 0
-    assert len(list(Chem.SDMolSupplier(str(etkdg)))) == 2
-    assert main(["conformers", "CCO", "--workers", "0", "--model", "etkdg"]) == 2
-    assert main(["conformers", "CCO", "--workers", "2", "--device", "cuda", "-q"]) == 2
