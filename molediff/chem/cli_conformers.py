@@ -128,9 +128,9 @@ def _run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
     from molediff.chem.errors import EmptyInputError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
-    from molediff.chem.sampler_protocol import EtkdgSampler
     from molediff.chem.io_read import count_records, input_format, read_inputs, records_from_strings
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_format
+    from molediff.chem.sampler_protocol import EtkdgSampler
 
     if bool(args.smiles) == bool(args.input):
         _err("give SMILES on the command line or -i FILE (exactly one of them)")

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from rdkit import Chem
 
+from molediff.chem.sampler_protocol import ModelWrapper
+
 __all__ = ["ParallelConformerSampler", "balanced_shards", "shard_seed"]
 
 _READY_TIMEOUT_S = 600.0  # spawning a worker imports torch and RDKit: seconds, more on a loaded machine
@@ -90,7 +92,7 @@ def _sample_shard(mols: list[bytes], num_confs: int, options: dict[str, Any]) ->
     return _worker_model.sample([Chem.Mol(m) for m in mols], num_confs, **options)
 
 
-class ParallelConformerSampler:
+class ParallelConformerSampler(ModelWrapper):
     """A conformer model sampled by ``workers`` CPU processes of ``threads_per_worker`` torch threads.
 
     Parameters
@@ -115,40 +117,16 @@ class ParallelConformerSampler:
     def __init__(self, model: Any, workers: int = 2, threads_per_worker: int = 1) -> None:
         if workers < 1 or threads_per_worker < 1:
             raise ValueError(f"workers and threads_per_worker must be >= 1, got {workers} and {threads_per_worker}")
-        self.model = model
+        super().__init__(model)
         self.workers = int(workers)
         self.threads_per_worker = int(threads_per_worker)
         self._pool: cf.ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    # -- the ConformerSampler interface, delegated to the wrapped model
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.model.elements)
-
-    @property
-    def max_atoms(self) -> int:
-        return int(self.model.max_atoms)
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
     @property
     def precision(self) -> str:
+        """The wrapped model's ``precision``, read at every call."""
         return self.model.precision
-
-    def resolved_precision(self, precision: str | None = None, device: str | torch.device = "cpu") -> str:
-        """The precision the workers sample with (they run on this machine's CPU)."""
-        return self.model.resolved_precision(precision, device)
-
-    def check_supported(self, mol: Chem.Mol) -> None:
-        """Raise :class:`~molediff.chem.errors.UnsupportedElementError` as the wrapped model does."""
-        self.model.check_supported(mol)
 
     # -- the worker pool
     def start(self) -> "ParallelConformerSampler":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-from molediff.chem.sampler_protocol import EtkdgSampler
+from molediff.chem.sampler_protocol import EtkdgSampler, ModelWrapper
 
 __all__ = ["EtkdgRefinedSampler", "DEFAULT_SIGMA_START", "DEFAULT_REFINE_STEPS"]
 
@@ -30,7 +30,7 @@ DEFAULT_SIGMA_START = 0.6
 DEFAULT_REFINE_STEPS = 10
 
 
-class EtkdgRefinedSampler:
+class EtkdgRefinedSampler(ModelWrapper):
     """ETKDGv3 conformers refined by a conformer diffusion model.
 
     Parameters
@@ -49,7 +49,8 @@ class EtkdgRefinedSampler:
                  etkdg: EtkdgSampler | None = None) -> None:
         if not sigma_start > 0:
             raise ValueError(f"sigma_start must be > 0, got {sigma_start}")
-        self.model, self.sigma_start, self.steps = model, float(sigma_start), int(steps)
+        super().__init__(model)
+        self.sigma_start, self.steps = float(sigma_start), int(steps)
         self.etkdg = etkdg or EtkdgSampler()
 
     @property
@@ -57,25 +58,9 @@ class EtkdgRefinedSampler:
         return f"{self.model.name}+etkdg-start"
 
     @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(self.model.elements)
-
-    @property
-    def max_atoms(self) -> int:
-        return int(self.model.max_atoms)
-
-    @property
     def config(self) -> Any:
         """The model's config with this sampler's default steps (recorded as provenance in the output)."""
         return dataclasses.replace(self.model.config, default_steps=self.steps)
-
-    def resolved_precision(self, precision: str | None = None, device: str | torch.device = "cpu") -> str:
-        """The model's concrete sampling precision (:meth:`ConformerModel.resolved_precision`)."""
-        return self.model.resolved_precision(precision, device)
-
-    def check_supported(self, mol: Chem.Mol) -> None:
-        """The model's elements (ETKDG embeds any)."""
-        self.model.check_supported(mol)
 
     def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,

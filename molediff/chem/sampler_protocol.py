@@ -8,7 +8,7 @@ command line): a fast, dependable fallback and the baseline every benchmark comp
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from rdkit.Chem import rdDistGeom
 
 from molediff.chem.errors import UnsupportedElementError
 
-__all__ = ["ConformerSampler", "EtkdgSampler", "check_elements"]
+__all__ = ["ConformerSampler", "EtkdgSampler", "ModelWrapper", "check_elements"]
 
 
 @runtime_checkable
@@ -64,6 +64,42 @@ class ConformerSampler(Protocol):
             contain NaN / inf where the sampler diverged; the caller checks.
         """
         ...
+
+
+class ModelWrapper:
+    """Base of samplers that wrap a conformer model and pass its description through.
+
+    ``name``, ``elements``, ``max_atoms``, ``config``, :meth:`resolved_precision` and
+    :meth:`check_supported` are the wrapped ``model``'s; subclasses add ``sample`` and override
+    what they change (e.g. the name).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.model.elements)
+
+    @property
+    def max_atoms(self) -> int:
+        return int(self.model.max_atoms)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def resolved_precision(self, precision: str | None = None, device: str | torch.device = "cpu") -> str:
+        """The wrapped model's concrete sampling precision (``ConformerModel.resolved_precision``)."""
+        return self.model.resolved_precision(precision, device)
+
+    def check_supported(self, mol: Chem.Mol) -> None:
+        """The wrapped model's elements."""
+        self.model.check_supported(mol)
 
 
 def check_elements(mol: Chem.Mol, elements: Sequence[str], model: str) -> None:
