@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Sequence
 
@@ -67,9 +69,17 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this worker when the process that started it is gone (killed parents leave no orphans)."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
+
+
 def _init_worker(config: dict[str, Any], weights: bytes, card: dict[str, Any], threads: int, barrier: Any) -> None:
     """Build the worker's model from the config and safetensors bytes; one torch thread pool of ``threads``."""
     global _worker_model, _worker_barrier
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     from safetensors.torch import load as load_safetensors
 
     from molediff.chem.model import ConformerModel, ConformerModelConfig

@@ -2,6 +2,9 @@
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -121,3 +124,46 @@ def test_a_dead_worker_fails_that_call_and_the_next_call_starts_fresh_workers(mo
             np.testing.assert_array_equal(a, b)
     finally:
         sampler.close()
+
+
+_PARENT = """
+import sys
+from molediff.chem.model import load_conformer_model
+from molediff.chem.parallel_sampler import ParallelConformerSampler
+
+if __name__ == "__main__":
+    sampler = ParallelConformerSampler(load_conformer_model(), workers=2).start()
+    print(" ".join(str(pid) for pid in sampler._pool._processes), flush=True)
+    sys.stdin.read()  # wait to be killed
+"""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purpose
+        return f.read().split()[2] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pids = []
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        parent.kill()
+        for pid in pids:  # no orphan even when the test fails
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
