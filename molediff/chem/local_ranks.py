@@ -5,8 +5,8 @@ one torch/OpenMP thread, and the environment ``torchrun --standalone`` would giv
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). So every worker takes every N-th
 input record through the whole pipeline (featurisation, sampling, stereo and validity checks,
 re-sampling, writing its shard crash-safely), and rank 0 merges the shards in input order
-(:mod:`molediff.chem.distributed_run`). On small molecules N single-thread processes use N cores
-better than one process with N threads (README, "Worker processes").
+(:mod:`molediff.chem.distributed_run`). On QM9-sized molecules two single-thread processes used 2
+cores better than one process with 2 threads (README, "Worker processes").
 
 The launcher watches the workers: when one stops abnormally (a crash, a kill, a usage error), the
 others would wait for it at the final barrier, so they are stopped too; the shards keep every
