@@ -76,7 +76,7 @@ def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
     os._exit(1)
 
 
-def _init_worker(config: dict[str, Any], weights: bytes, card: dict[str, Any], threads: int, barrier: Any) -> None:
+def _init_worker(config: dict[str, Any], weights: bytes, threads: int, barrier: Any) -> None:
     """Build the worker's model from the config and safetensors bytes; one torch thread pool of ``threads``."""
     global _worker_model, _worker_barrier
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -87,7 +87,6 @@ def _init_worker(config: dict[str, Any], weights: bytes, card: dict[str, Any], t
     torch.set_num_threads(threads)
     model = ConformerModel(ConformerModelConfig.from_dict(config))
     model.load_state_dict(load_safetensors(weights))
-    model.card = card  # type: ignore[attr-defined]
     _worker_model = model.eval()
     _worker_barrier = barrier
 
@@ -149,8 +148,7 @@ class ParallelConformerSampler(ModelWrapper):
             context = mp.get_context("spawn")
             barrier = context.Barrier(self.workers)
             state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
-            initargs = (self.model.config.to_dict(), save_safetensors(state), dict(getattr(self.model, "card", {}) or {}),
-                        self.threads_per_worker, barrier)
+            initargs = (self.model.config.to_dict(), save_safetensors(state), self.threads_per_worker, barrier)
             pool = cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=initargs)
             try:
                 for ready in [pool.submit(_wait_for_all_workers) for _ in range(self.workers)]:
