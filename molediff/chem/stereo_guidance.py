@@ -56,6 +56,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from molediff.chem.penalty_gradients import (accumulate_rows, chirality_cosine_gradients, dihedral_cosine_gradients,
+                                             gather_rows, volume_gradients)
+
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
 
@@ -485,6 +488,78 @@ class GuidancePenalty:
             outside = torch.relu(c.lower.to(dev, dt) - d).square() + torch.relu(d - c.upper.to(dev, dt)).square()
             total = total + self.distance_weight * outside.sum()
         return total
+
+
+    def gradient(self, pos: Tensor) -> Tensor:
+        """``∇ penalty(pos)`` ``[N, 3]`` in closed form (:mod:`molediff.chem.penalty_gradients`), no autograd.
+
+        Equal to autograd's gradient of :meth:`__call__` up to rounding (relu and norm taken with
+        autograd's conventions at their kinks), at about half the cost on CPU.
+        """
+        c, dev, dt = self.c, pos.device, pos.dtype
+        parts: list[tuple[Tensor, Tensor]] = []
+        if c.quads.numel():
+            parts.extend(self._centre_gradients(pos))
+        if c.planar.numel():
+            planar = c.planar.to(dev)
+            cos, dcos = dihedral_cosine_gradients(gather_rows(pos, planar))
+            s = c.planar_sign.to(dev, dt)
+            slope = torch.where(s == 0, torch.sign(cos), s)  # the hinge is relu(margin - slope · cos φ)
+            coef = torch.where(self.planar_margin - slope * cos > 0, -slope, torch.zeros_like(slope))
+            parts.append((planar, coef[:, None, None] * dcos))
+        if c.hull.numel() and self.hull_margin is not None:
+            parts.extend(self._hull_gradients(pos))
+        if c.pairs.numel() and self.distance_weight:
+            pairs = c.pairs.to(dev)
+            v = gather_rows(pos, pairs)
+            diff = v[:, 0] - v[:, 1]
+            d = diff.norm(dim=-1)
+            slope = 2.0 * self.distance_weight * (torch.relu(d - c.upper.to(dev, dt)) - torch.relu(c.lower.to(dev, dt) - d))
+            # most pairs sit inside their bounds (nearly every contact pair): scatter only the others
+            active = ((slope != 0) & (d > 0)).nonzero().squeeze(1)
+            along = diff.index_select(0, active) * (slope.index_select(0, active) / d.index_select(0, active))[:, None]
+            parts += [(pairs[:, 0].index_select(0, active), along), (pairs[:, 1].index_select(0, active), -along)]
+        return accumulate_rows(pos.shape[0], parts, pos)
+
+    def _centre_gradients(self, pos: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Gradients of the centre terms of :meth:`_centres`, as ``(index, grad)`` parts."""
+        c, dev = self.c, pos.device
+        signs, centres, quads = c.signs.to(dev, pos.dtype), c.centres.to(dev), c.quads.to(dev)
+        parts = []
+        if self.chirality != "centre":
+            shapes = torch.ones_like(signs)
+            if self.chirality == "shape":
+                shapes = self.shapes if self.shapes is not None else centre_shapes(
+                    pos, centres, quads, c.invertible.to(dev), self.margin)
+            volume, dvolume = volume_gradients(gather_rows(pos, quads))
+            slope = signs * shapes
+            coef = torch.where(self.margin - slope * volume > 0, -slope, torch.zeros_like(slope))
+            parts.append((quads, coef[:, None, None] * dvolume))
+        if self.chirality != "volume":
+            cosine, dcosine = chirality_cosine_gradients(gather_rows(pos, centres[:, None])[:, 0],
+                                                         gather_rows(pos, quads[:, :3]))
+            coef = torch.where(self.centre_margin + signs * cosine > 0, CENTRE_SCALE * signs, torch.zeros_like(signs))
+            parts.append((torch.cat((centres[:, None], quads[:, :3]), dim=1), coef[:, None, None] * dcosine))
+        return parts
+
+    def _hull_gradients(self, pos: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Gradients of the bridgehead term (:func:`_barycentric` with ``min_volume`` 1), as ``(index, grad)``."""
+        c, dev, dt = self.c, pos.device, pos.dtype
+        quads, faces = c.hull_quads.to(dev), self.hull_faces.to(dev)
+        total, dtotal = volume_gradients(gather_rows(pos, quads))  # [H], [H, 4, 3]
+        face, dface = volume_gradients(gather_rows(pos, faces))  # [4H], [4H, 4, 3]
+        sign = torch.where(total < 0, -1.0, 1.0).to(dt)
+        signs = c.hull_signs.to(dev, dt)
+        sign = torch.where(signs != 0, signs, sign)
+        size = total.abs()
+        denom = sign * size.clamp_min(1.0)
+        lam = face.reshape(-1, 4) / denom[:, None]  # [H, 4]
+        coef = torch.where(self.hull_margin - lam > 0, -CENTRE_SCALE, 0.0).to(dt)  # ∂penalty/∂λ
+        # λ = face / denom: ∂λ/∂face = 1 / denom; ∂λ/∂total = -face / denom² · sign · sign(total) · [|total| >= 1]
+        ddenom = sign * torch.sign(total) * (size >= 1.0).to(dt)
+        per_total = (coef * -lam / denom[:, None]).sum(1) * ddenom
+        return [(faces, (coef / denom[:, None]).reshape(-1)[:, None, None] * dface),
+                (quads, per_total[:, None, None] * dtotal)]
 
 
 def guidance_penalty(constraints: GuidanceConstraints, margin: float = 3.0, planar_margin: float = 0.97,

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from .spaces import Space
 from .utils import ShapeError, append_dims, as_row_sigma
 
-__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset", "PenaltyGuidance", "PenaltySum", "SigmaWindow"]
+__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset", "PenaltyGuidance", "PenaltySum", "SigmaWindow",
+           "penalty_gradient"]
 
 
 def concat_cond(conds: Sequence[Dict[str, Any]], num_rows: int) -> Dict[str, Any]:
@@ -158,7 +159,9 @@ class PenaltyGuidance(nn.Module):
     penalty : callable
         ``penalty(x̂0) -> scalar tensor``, differentiable; rows of ``x̂0`` are ``[N, ...]`` like ``x``. A
         penalty with a ``bind(x̂0, σ) -> penalty`` method is bound to the network's estimate (and the
-        call's σ) once per call, so terms that depend on that estimate stay fixed while it is pulled.
+        call's σ) once per call, so terms that depend on that estimate stay fixed while it is pulled;
+        one with a ``gradient(x̂0) -> Tensor`` method gives its gradient in closed form, used instead of
+        autograd (:func:`penalty_gradient`).
     sigma_range : (float, float)
         ``[σ_lo, σ_hi]`` in which the correction is applied (inclusive).
     iters, step_size : int, float
@@ -196,15 +199,24 @@ class PenaltyGuidance(nn.Module):
         bind = getattr(self.penalty, "bind", None)
         penalty = bind(y, s) if bind is not None else self.penalty
         for _ in range(self.iters):
-            with torch.enable_grad():
-                y = y.requires_grad_(True)
-                (grad,) = torch.autograd.grad(penalty(y), y)
-            move = self.step_size * grad
+            move = self.step_size * penalty_gradient(penalty, y)
             if self.max_move is not None:
                 norm = move.flatten(1).norm(dim=1).clamp_min(1e-12)
                 move = move * append_dims(torch.clamp(self.max_move / norm, max=1.0), move.ndim)
             y = (y - move).detach()
         return y
+
+
+def penalty_gradient(penalty: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``∇ penalty(x)``, shaped like ``x``: the penalty's own ``gradient(x)`` where it has one (a closed
+    form, cheaper than recording and replaying a graph), autograd otherwise. The result carries no graph."""
+    gradient = getattr(penalty, "gradient", None)
+    if gradient is not None:
+        return gradient(x.detach())
+    with torch.enable_grad():
+        y = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(penalty(y), y)
+    return grad
 
 
 class PenaltySum:
@@ -226,6 +238,13 @@ class PenaltySum:
             if penalty is not None:
                 bound.append(penalty)
         return PenaltySum(bound)
+
+    def gradient(self, x: Tensor) -> Tensor:
+        """``Σ_i ∇ penalty_i(x)`` (:func:`penalty_gradient` of each term)."""
+        total = torch.zeros_like(x)
+        for penalty in self.penalties:
+            total = total + penalty_gradient(penalty, x)
+        return total
 
     def __call__(self, x: Tensor) -> Tensor:
         total = (x * 0).sum()
@@ -249,6 +268,10 @@ class SigmaWindow:
             return None
         bind = getattr(self.penalty, "bind", None)
         return bind(x0, sigma) if bind is not None else self.penalty
+
+    def gradient(self, x: Tensor) -> Tensor:
+        """``∇ penalty(x)`` of the wrapped penalty (:func:`penalty_gradient`)."""
+        return penalty_gradient(self.penalty, x)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.penalty(x)

@@ -97,3 +97,38 @@ def test_an_empty_penalty_sum_is_zero_with_a_gradient():
     y = torch.ones(3, 2, requires_grad=True)
     (grad,) = torch.autograd.grad(PenaltySum([])(y), y)
     assert float(PenaltySum([])(y).detach()) == 0.0 and torch.equal(grad, torch.zeros_like(y))
+
+
+class _CountingClosedForm:
+    """``_above_one`` with its gradient in closed form, counting the calls of each."""
+
+    def __init__(self):
+        self.values = self.gradients = 0
+
+    def __call__(self, y):
+        self.values += 1
+        return _above_one(y)
+
+    def gradient(self, y):
+        self.gradients += 1
+        return -2.0 * torch.relu(1.0 - y)
+
+
+def test_a_closed_form_gradient_replaces_autograd():
+    from molediff.core.guidance import penalty_gradient
+
+    penalty = _CountingClosedForm()
+    x = torch.linspace(-2.0, 3.0, 12).reshape(4, 3)
+    torch.testing.assert_close(penalty_gradient(penalty, x), penalty_gradient(_above_one, x))
+    guided = PenaltyGuidance(_shrink, penalty, iters=7, step_size=0.2)
+    out = guided(x, torch.ones(4))
+    assert (penalty.values, penalty.gradients) == (0, 8)
+    torch.testing.assert_close(out, PenaltyGuidance(_shrink, _above_one, iters=7, step_size=0.2)(x, torch.ones(4)))
+
+
+def test_penalty_sum_adds_closed_form_and_autograd_terms():
+    total = PenaltySum([_CountingClosedForm(), SigmaWindow(_above_one, (0.0, 1.0))])
+    x = torch.linspace(-2.0, 3.0, 12).reshape(4, 3)
+    torch.testing.assert_close(total.gradient(x), 2 * total.penalties[0].gradient(x))
+    assert total.penalties[0].values == 0
+    torch.testing.assert_close(PenaltySum([]).gradient(x), torch.zeros_like(x))
