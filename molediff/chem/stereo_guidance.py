@@ -498,7 +498,8 @@ class GuidancePenalty:
 
         Equal to autograd's gradient of :meth:`__call__` up to rounding (relu and norm taken with
         autograd's conventions at their kinks); one guidance step over 100 QM9 molecules × 10 conformers
-        (18,130 atoms) took 9.1 ms against autograd's 14.4 ms on 2 CPU threads.
+        (18,130 atoms) took 9.3 ms against autograd's 14.3 ms on 2 CPU threads, 9.5 against 16.7 ms on one
+        (``benchmarks/guidance_gradients.py``).
         """
         c, dev, dt = self.c, pos.device, pos.dtype
         parts: list[tuple[Tensor, Tensor]] = []
