@@ -382,12 +382,17 @@ def _hull_faces(centres: Tensor, quads: Tensor) -> Tensor:
 
 def _barycentric(pos: Tensor, quads: Tensor, faces: Tensor, signs: Tensor | None, min_volume: float) -> Tensor:
     """:func:`hull_coordinates` with the face quads of :func:`_hull_faces` given."""
-    total = signed_volumes(pos, quads)
-    sign = torch.where(total < 0, -1.0, 1.0).to(pos.dtype).detach()
-    if signs is not None:
-        sign = torch.where(signs != 0, signs.to(pos.dtype), sign)
-    denom = sign * total.abs().clamp_min(min_volume)
+    denom = _hull_denominators(signed_volumes(pos, quads), signs, min_volume)
     return signed_volumes(pos, faces).reshape(-1, 4) / denom[:, None]
+
+
+def _hull_denominators(total: Tensor, signs: Tensor | None, min_volume: float) -> Tensor:
+    """The neighbours' volumes ``total`` ``[H]`` held at ``min_volume`` or more in size, with the sign
+    ``signs`` requires where it is non-zero and their own elsewhere (the sign carries no gradient)."""
+    sign = torch.where(total < 0, -1.0, 1.0).to(total.dtype).detach()
+    if signs is not None:
+        sign = torch.where(signs != 0, signs.to(total.dtype), sign)
+    return sign * total.abs().clamp_min(min_volume)
 
 
 def dihedral_cosines(pos: Tensor, quads: Tensor, eps: float = 1e-9) -> Tensor:
@@ -534,8 +539,7 @@ class GuidancePenalty:
             coef = torch.where(self.margin - slope * volume > 0, -slope, torch.zeros_like(slope))
             parts.append((quads, coef[:, None, None] * dvolume))
         if self.chirality != "volume":
-            cosine, dcosine = chirality_cosine_gradients(gather_rows(pos, centres[:, None])[:, 0],
-                                                         gather_rows(pos, quads[:, :3]))
+            cosine, dcosine = chirality_cosine_gradients(pos.index_select(0, centres), gather_rows(pos, quads[:, :3]))
             coef = torch.where(self.centre_margin + signs * cosine > 0, CENTRE_SCALE * signs, torch.zeros_like(signs))
             parts.append((torch.cat((centres[:, None], quads[:, :3]), dim=1), coef[:, None, None] * dcosine))
         return parts
@@ -546,16 +550,12 @@ class GuidancePenalty:
         quads, faces = c.hull_quads.to(dev), self.hull_faces.to(dev)
         total, dtotal = volume_gradients(gather_rows(pos, quads))  # [H], [H, 4, 3]
         face, dface = volume_gradients(gather_rows(pos, faces))  # [4H], [4H, 4, 3]
-        sign = torch.where(total < 0, -1.0, 1.0).to(dt)
-        signs = c.hull_signs.to(dev, dt)
-        sign = torch.where(signs != 0, signs, sign)
-        size = total.abs()
-        denom = sign * size.clamp_min(HULL_MIN_VOLUME)
+        denom = _hull_denominators(total, c.hull_signs.to(dev), HULL_MIN_VOLUME)
         lam = face.reshape(-1, 4) / denom[:, None]  # [H, 4]
         coef = torch.where(self.hull_margin - lam > 0, -CENTRE_SCALE, 0.0).to(dt)  # ∂penalty/∂λ
         # λ = face / denom: ∂λ/∂face = 1 / denom,
         # ∂λ/∂total = -face / denom² · sign · sign(total) · [|total| >= HULL_MIN_VOLUME]
-        ddenom = sign * torch.sign(total) * (size >= HULL_MIN_VOLUME).to(dt)
+        ddenom = torch.sign(denom) * torch.sign(total) * (total.abs() >= HULL_MIN_VOLUME).to(dt)
         per_total = (coef * -lam / denom[:, None]).sum(1) * ddenom
         return [(faces, (coef / denom[:, None]).reshape(-1)[:, None, None] * dface),
                 (quads, per_total[:, None, None] * dtotal)]
