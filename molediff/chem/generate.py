@@ -169,7 +169,8 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
             mdl.check_supported(prep.mol)
             if prep.mol.GetNumAtoms() > mdl.max_atoms:
                 res.warnings.append(f"{prep.mol.GetNumAtoms()} atoms: larger than any molecule the model "
-                                    f"{mdl.name} was trained on ({mdl.max_atoms}); expect lower quality")
+                                    f"{mdl.name} was trained on ({mdl.max_atoms}); expect lower quality (on drug-sized "
+                                    "molecules ETKDG is more reliable: README, 'Molecules larger than QM9')")
             jobs.append(job)
         except MolediffInputError as err:
             res.error = err

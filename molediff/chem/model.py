@@ -194,7 +194,8 @@ class ConformerModel(nn.Module):
             Stereo and local-geometry constraints of the batch (global atom indices); when given,
             sampling is guided toward them (:mod:`molediff.chem.stereo_guidance`).
         guidance_options : mapping, optional
-            Entries that replace those of ``DEFAULT_STEREO_GUIDANCE`` for this call.
+            Entries that replace those of ``DEFAULT_STEREO_GUIDANCE`` for this call. ``final_iters > 0`` also
+            descends the penalty that many steps of ``final_step_size`` on the finished sample.
         repulsion : ConformerRepulsion, optional
             Particle guidance between conformers of the same molecule in the batch
             (:mod:`molediff.chem.particle_guidance`); it shares the stereo guidance's iterations and step.
@@ -254,7 +255,10 @@ class ConformerModel(nn.Module):
             denoiser = PenaltyGuidance(self, penalty, sigma_range=sigma_range, iters=G["iters"],
                                        step_size=G["step_size"], max_move=G["max_move"])
         with edge_precision(self, self.resolved_precision(precision, device)):
-            return SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
+            x = SAMPLERS[name](denoiser, x, sig, space=space, generator=generator, **sampler_kwargs, **cond)
+        if G["final_iters"] and terms:
+            x = space.project(denoiser.project(x, sigma_range[0], int(G["final_iters"]), G["final_step_size"]))
+        return x
 
     def resolved_precision(self, precision: str | None = None, device: torch.device | str = "cpu") -> str:
         """The concrete precision (``"fp32"`` / ``"bf16"``) sampling on ``device`` would use."""
@@ -312,7 +316,8 @@ class ConformerModel(nn.Module):
         per_mol = None
         if stereo_guidance is not False:
             g = guidance_options(overrides)
-            per_mol = [guidance_constraints(mol, g["clash_factor"], g["aromatic_rings"]) for mol in mols]
+            per_mol = [guidance_constraints(mol, g["clash_factor"], g["aromatic_rings"], g["bound_slack"])
+                       for mol in mols]
         repel = None
         if particle_guidance is not False and num_confs > 1:
             from molediff.chem.particle_guidance import ConformerRepulsion, particle_guidance_options, torsion_pairs

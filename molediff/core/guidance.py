@@ -195,11 +195,20 @@ class PenaltyGuidance(nn.Module):
         s = float(as_row_sigma(sigma, x).max())
         if not self.sigma_range[0] <= s <= self.sigma_range[1]:
             return x0
+        return self.project(x0, s, self.iters)
+
+    def project(self, x0: Tensor, sigma: float, iters: int, step_size: float | None = None) -> Tensor:
+        """``iters`` capped gradient steps of the penalty (bound to ``x0`` at noise level ``sigma``) from ``x0``.
+
+        ``forward`` applies this to the network's estimate; applied to a finished sample it is a final
+        clean-up that moves only the rows the penalty touches. ``x0: [N, ...]`` -> ``[N, ...]``, no graph.
+        """
         y = x0.detach()
         bind = getattr(self.penalty, "bind", None)
-        penalty = bind(y, s) if bind is not None else self.penalty
-        for _ in range(self.iters):
-            move = self.step_size * penalty_gradient(penalty, y)
+        penalty = bind(y, sigma) if bind is not None else self.penalty
+        step_size = self.step_size if step_size is None else step_size
+        for _ in range(iters):
+            move = step_size * penalty_gradient(penalty, y)
             if self.max_move is not None:
                 norm = move.flatten(1).norm(dim=1).clamp_min(1e-12)
                 move = move * append_dims(torch.clamp(self.max_move / norm, max=1.0), move.ndim)

@@ -267,3 +267,36 @@ def test_bridgehead_term_is_zero_on_a_sane_cage_and_holds_only_below_its_sigma()
     assert float(penalty(pushed)) > float(off(pushed)) + 1.0
     assert float(penalty.bind(pushed, 0.5)(pushed)) == pytest.approx(float(penalty(pushed)))
     assert float(penalty.bind(pushed, 2.0)(pushed)) == pytest.approx(float(off(pushed)))
+
+
+def test_bound_slack_widens_only_the_bond_and_angle_windows():
+    mol = _embedded("CC(=O)NC1CC1")
+    tight = guidance_constraints(mol)
+    loose = guidance_constraints(mol, bound_slack=(0.02, 0.07))
+    assert torch.equal(tight.pairs, loose.pairs)
+    topological = Chem.GetDistanceMatrix(mol)
+    hops = torch.tensor([topological[i, j] for i, j in tight.pairs.tolist()])
+    for hop, slack in ((1, 0.02), (2, 0.07)):
+        rows = hops == hop
+        assert rows.any()
+        torch.testing.assert_close(loose.lower[rows], (tight.lower[rows] - slack).clamp_min(0.0))
+        torch.testing.assert_close(loose.upper[rows], tight.upper[rows] + slack)
+    far = hops >= 4
+    assert far.any() and torch.equal(loose.lower[far], tight.lower[far]) and torch.equal(loose.upper[far], tight.upper[far])
+    assert torch.equal(guidance_constraints(mol, bound_slack=(0.0, 0.0)).lower, tight.lower)
+
+
+def test_final_clean_up_lowers_the_penalty_of_the_finished_sample():
+    from molediff.chem.model import load_conformer_model
+    from molediff.chem.stereo_guidance import guidance_penalty
+
+    torch.set_num_threads(1)
+    model = load_conformer_model()
+    mol = Chem.AddHs(Chem.MolFromSmiles("O=C(N[C@@H](Cc1ccccc1)C(=O)O)c1ccccn1"))
+    penalty = guidance_penalty(guidance_constraints(mol))
+    totals = {}
+    for iters in (0, 50):
+        coords = model.sample([mol], 4, seed=0, steps=8, stereo_guidance={"final_iters": iters})[0]
+        assert np.isfinite(coords).all() and np.abs(coords.mean(axis=1)).max() < 1e-4  # still centred
+        totals[iters] = sum(float(penalty(torch.tensor(c, dtype=torch.float32))) for c in coords)
+    assert totals[0] > 0.0 and totals[50] < 0.5 * totals[0]

@@ -132,3 +132,13 @@ def test_penalty_sum_adds_closed_form_and_autograd_terms():
     torch.testing.assert_close(total.gradient(x), 2 * total.penalties[0].gradient(x))
     assert total.penalties[0].values == 0
     torch.testing.assert_close(PenaltySum([]).gradient(x), torch.zeros_like(x))
+
+
+def test_project_is_the_correction_forward_applies_to_the_estimate():
+    guided = PenaltyGuidance(_shrink, _above_one, iters=7, step_size=0.2, max_move=0.5)
+    x = torch.full((4, 3), -2.0)
+    torch.testing.assert_close(guided.project(_shrink(x, None), 1.0, 7), guided(x, torch.ones(4)))
+    fine = guided.project(_shrink(x, None), 1.0, 7, step_size=0.01)
+    assert _above_one(fine) < _above_one(_shrink(x, None))
+    assert not torch.allclose(fine, guided(x, torch.ones(4)))
+    torch.testing.assert_close(guided.project(x, 1.0, 0), x)
