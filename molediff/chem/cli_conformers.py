@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--on-invalid", choices=("resample", "flag", "drop"), default="resample",
                      help="conformers failing stereo/geometry checks (default resample)")
     gen.add_argument("--max-resample-rounds", type=int, default=3)
+    gen.add_argument("--oversize", choices=("model", "etkdg"), default="model",
+                     help="molecules larger than any the model was trained on: sample them with the model, "
+                          "with a warning, or embed them with ETKDGv3 (default model)")
     pol = parser.add_argument_group("input policy")
     pol.add_argument("--fragments", choices=("largest", "fail"), default="largest",
                      help="several fragments (salts): keep the largest or fail (default largest)")
@@ -81,6 +84,8 @@ def _options(args, seed: int) -> dict:
     opts["seed"] = seed
     if args.workers > 1:  # the shards' seeds depend on it; absent for one process, as before the option existed
         opts["workers"] = args.workers
+    if args.oversize != "model":  # likewise absent at its default, so older runs still resume
+        opts["oversize"] = args.oversize
     return opts
 
 
@@ -202,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
         mine, args.num_confs, seed, model=model, sampler=args.sampler, steps=args.steps, relax=args.relax,
         prune_rms=args.prune_rms, device=device, on_invalid=args.on_invalid,
         max_resample_rounds=args.max_resample_rounds, batch_size=args.batch_size, fragments=args.fragments,
-        max_atoms=args.max_atoms, allow_radicals=args.allow_radicals)
+        max_atoms=args.max_atoms, allow_radicals=args.allow_radicals, oversize=args.oversize)
     from tqdm import tqdm
 
     bar = tqdm(total=None if total is None else -(-total // ctx.world_size), unit="mol", dynamic_ncols=True,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -38,9 +38,11 @@ from molediff.chem.sampling_rounds import (SamplingJob, finish_job,
                                            run_sampling_rounds, single_atom_job)
 
 __all__ = ["ConformerResult", "generate_conformers", "generate_conformers_batch", "resolve_model",
-           "ON_INVALID"]
+           "ON_INVALID", "OVERSIZE"]
 
 ON_INVALID = ("resample", "flag", "drop")
+#: what to do with a molecule larger than any the model was trained on (``model.max_atoms``)
+OVERSIZE = ("model", "etkdg")
 
 
 @dataclass
@@ -103,6 +105,7 @@ def generate_conformers_batch(
     relax: str | None = None, prune_rms: float | None = None, device: "str | torch.device | None" = None,
     on_invalid: str = "resample", max_resample_rounds: int = 3, batch_size: int = 64,
     fragments: str = "largest", max_atoms: int | None = None, allow_radicals: bool = False,
+    oversize: str = "model",
 ) -> Iterator[ConformerResult]:
     """Generate conformers for many molecules, yielding one :class:`ConformerResult` per input, in order.
 
@@ -113,7 +116,7 @@ def generate_conformers_batch(
     ----------
     inputs : iterable of str, Chem.Mol or InputRecord
         SMILES, molecules, or records from :mod:`molediff.chem.io_read`.
-    num_confs, seed, model, sampler, steps, relax, prune_rms, device, on_invalid, max_resample_rounds
+    num_confs, seed, model, sampler, steps, relax, prune_rms, device, on_invalid, max_resample_rounds, oversize
         As in :func:`generate_conformers`.
     batch_size : int
         Molecules per sampler call.
@@ -126,6 +129,8 @@ def generate_conformers_batch(
     """
     if on_invalid not in ON_INVALID:
         raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+    if oversize not in OVERSIZE:
+        raise ValueError(f"oversize must be one of {OVERSIZE}, got {oversize!r}")
     if num_confs < 1 or batch_size < 1:
         raise ValueError("num_confs and batch_size must be >= 1")
     if relax not in (None, "mmff", "xtb"):
@@ -139,17 +144,17 @@ def generate_conformers_batch(
     for rec in records_from_strings(inputs):
         chunk.append(rec)
         if len(chunk) >= batch_size:
-            yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms,
-                                device, on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals)
+            yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
+                                on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize)
             chunk = []
     if chunk:
-        yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms,
-                            device, on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals)
+        yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
+                            on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize)
 
 
 def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
-             on_invalid, max_rounds, fragments, max_atoms, allow_radicals) -> list[ConformerResult]:
-    results, jobs, trivial = [], [], []
+             on_invalid, max_rounds, fragments, max_atoms, allow_radicals, oversize) -> list[ConformerResult]:
+    results, jobs, trivial, oversized = [], [], [], []
     for rec in chunk:
         res = ConformerResult(rec.index, rec.line, rec.id, rec.smiles, error=rec.error)
         results.append(res)
@@ -168,9 +173,14 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
             mdl = state["model"]
             mdl.check_supported(prep.mol)
             if prep.mol.GetNumAtoms() > mdl.max_atoms:
-                res.warnings.append(f"{prep.mol.GetNumAtoms()} atoms: larger than any molecule the model "
-                                    f"{mdl.name} was trained on ({mdl.max_atoms}); expect lower quality (on drug-sized "
-                                    "molecules ETKDG is more reliable: README, 'Molecules larger than QM9')")
+                larger = (f"{prep.mol.GetNumAtoms()} atoms: larger than any molecule the model {mdl.name} was "
+                          f"trained on ({mdl.max_atoms})")
+                if oversize == "etkdg":
+                    res.warnings.append(f"{larger}; embedded with ETKDGv3 instead (oversize='etkdg')")
+                    oversized.append(job)
+                    continue
+                res.warnings.append(f"{larger}; expect lower quality (on drug-sized molecules ETKDG is more "
+                                    "reliable: oversize='etkdg', README 'Molecules larger than QM9')")
             jobs.append(job)
         except MolediffInputError as err:
             res.error = err
@@ -178,24 +188,36 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
         if res.error is not None and res.error.item is None:
             res.error.with_item(_label(res))
     mdl = state.get("model")
-    if jobs:
-        run_sampling_rounds(jobs, mdl, num_confs, start=chunk[0].index, seed=seed, sampler=sampler, steps=steps,
-                   device=device, on_invalid=on_invalid, max_rounds=max_rounds, relax=relax)
-    for job in trivial:
-        single_atom_job(job, num_confs)
-    defaults = getattr(mdl, "config", None)
-    meta = {"molediff_model": getattr(mdl, "name", "none"),
+    groups = [(mdl, sampler, steps, jobs + trivial)]
+    if oversized:
+        groups.append((state.setdefault("etkdg", EtkdgSampler()), None, None, oversized))
+    for group_model, group_sampler, group_steps, group in groups:
+        sampled = [job for job in group if job.mol.GetNumAtoms() > 1]
+        if sampled:
+            run_sampling_rounds(sampled, group_model, num_confs, start=chunk[0].index, seed=seed,
+                                sampler=group_sampler, steps=group_steps, device=device, on_invalid=on_invalid,
+                                max_rounds=max_rounds, relax=relax)
+        meta = _provenance(group_model, group_sampler, group_steps, seed, device)
+        for job in group:
+            if job.mol.GetNumAtoms() == 1:
+                single_atom_job(job, num_confs)
+            finish_job(job, group_model, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
+            if job.result.error is not None and job.result.error.item is None:
+                job.result.error.with_item(_label(job.result))
+    return results
+
+
+def _provenance(model: Any, sampler: str | None, steps: int | None, seed: int, device) -> dict:
+    """The ``molediff_*`` properties recording which model and settings drew a molecule's conformers."""
+    defaults = getattr(model, "config", None)
+    meta = {"molediff_model": getattr(model, "name", "none"),
             "molediff_sampler": sampler or getattr(defaults, "default_sampler", "default"),
             "molediff_steps": steps or getattr(defaults, "default_steps", "default"), "molediff_seed": seed}
-    if hasattr(mdl, "resolved_precision"):
-        meta["molediff_precision"] = mdl.resolved_precision(device=device or "cpu")
-    if hasattr(mdl, "sigma_start"):
-        meta["molediff_start"] = f"etkdg, sigma {mdl.sigma_start:g}"
-    for job in jobs + trivial:
-        finish_job(job, mdl, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
-        if job.result.error is not None and job.result.error.item is None:
-            job.result.error.with_item(_label(job.result))
-    return results
+    if hasattr(model, "resolved_precision"):
+        meta["molediff_precision"] = model.resolved_precision(device=device or "cpu")
+    if hasattr(model, "sigma_start"):
+        meta["molediff_start"] = f"etkdg, sigma {model.sigma_start:g}"
+    return meta
 
 
 def _label(res: ConformerResult) -> str:
@@ -208,7 +230,7 @@ def generate_conformers(
     model: "ConformerSampler | str | None" = None, sampler: str | None = None, steps: int | None = None,
     relax: str | None = None, prune_rms: float | None = None, device: "str | torch.device | None" = None,
     on_invalid: str = "resample", max_resample_rounds: int = 3, fragments: str = "largest",
-    max_atoms: int | None = None, allow_radicals: bool = False,
+    max_atoms: int | None = None, allow_radicals: bool = False, oversize: str = "model",
 ) -> Chem.Mol:
     """Generate 3D conformers of one molecule.
 
@@ -235,6 +257,11 @@ def generate_conformers(
         or dropped. Non-finite conformers are always discarded.
     fragments, max_atoms, allow_radicals
         Input policy, see :func:`molediff.chem.prepare.prepare_molecule`.
+    oversize : {"model", "etkdg"}
+        A molecule with more atoms than any the model was trained on (``model.max_atoms``; 29 for the
+        shipped QM9 model) is sampled by the model with a warning (``"model"``), or embedded with ETKDGv3
+        instead (``"etkdg"``, recorded as ``molediff_model=etkdg``): on drug-sized molecules ETKDG's
+        conformers were more often valid and less strained (README, "Molecules larger than QM9").
 
     Returns
     -------
@@ -249,7 +276,7 @@ def generate_conformers(
     (res,) = list(generate_conformers_batch(
         [smiles_or_mol], num_confs, seed, model=model, sampler=sampler, steps=steps, relax=relax,
         prune_rms=prune_rms, device=device, on_invalid=on_invalid, max_resample_rounds=max_resample_rounds,
-        batch_size=1, fragments=fragments, max_atoms=max_atoms, allow_radicals=allow_radicals))
+        batch_size=1, fragments=fragments, max_atoms=max_atoms, allow_radicals=allow_radicals, oversize=oversize))
     if res.error is not None:
         raise res.error
     for msg in res.warnings:

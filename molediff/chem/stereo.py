@@ -117,11 +117,29 @@ def check_coords(reference: StereoReference, coords: np.ndarray) -> bool:
         for atom in m.GetAtoms():
             if atom.GetIdx() not in reference.atoms:
                 atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
-        for bond in m.GetBonds():
-            if bond.GetIdx() not in reference.bonds and bond.GetBondType() == Chem.BondType.DOUBLE:
-                bond.SetStereo(Chem.BondStereo.STEREONONE)
+        _forget_unspecified_double_bonds(m, reference.bonds)
         Chem.AssignStereochemistry(m, cleanIt=True, force=True)
     return _canonical(m) == reference.smiles
+
+
+def _forget_unspecified_double_bonds(mol: Chem.Mol, specified: frozenset) -> None:
+    """Clear the configuration perceived from 3D at every double bond not in ``specified`` (in place).
+
+    Clearing the bond's stereo is not enough: perception also sets the directions (``/``, ``\\``) of its
+    neighbouring single bonds, and SMILES output writes those, so an imine ``C=N-H`` left unspecified in
+    the input (amidines, guanidines) would come out as ``[H]/N=C`` and never match. Directions next to a
+    specified double bond are kept: they carry its configuration.
+    """
+    def neighbours(bond: Chem.Bond) -> set[int]:
+        return {b.GetIdx() for atom in (bond.GetBeginAtom(), bond.GetEndAtom()) for b in atom.GetBonds()}
+
+    keep = set().union(*(neighbours(mol.GetBondWithIdx(i)) for i in specified)) if specified else set()
+    for bond in mol.GetBonds():
+        if bond.GetIdx() in specified or bond.GetBondType() != Chem.BondType.DOUBLE:
+            continue
+        bond.SetStereo(Chem.BondStereo.STEREONONE)
+        for idx in neighbours(bond) - keep - {bond.GetIdx()}:
+            mol.GetBondWithIdx(idx).SetBondDir(Chem.BondDir.NONE)
 
 
 def fix_coords(reference: StereoReference, coords: np.ndarray) -> tuple[np.ndarray, str]:

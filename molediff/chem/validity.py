@@ -27,6 +27,8 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
+from molediff.chem.stereo import check_coords, stereo_reference
+
 __all__ = ["ValidityResult", "ValidityChecker", "check_conformer", "pair_bounds", "contact_bounds"]
 
 _CHECKS = ("finite", "bond_lengths", "bond_angles", "no_clash", "aromatic_planar",
@@ -147,29 +149,10 @@ class ValidityChecker:
                     | {x.GetIdx() for x in a2.GetNeighbors()}
                 if len(idx) > 3:
                     self.double_groups.append(np.array(sorted(idx)))
-        self._has_stereo = any(
-            a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in self.mol.GetAtoms()) or any(
-            b.GetStereo() not in (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
-            for b in self.mol.GetBonds())
-        self._ref_smiles = Chem.MolToSmiles(Chem.RemoveHs(self.mol)) if self._has_stereo else ""
+        self._stereo = stereo_reference(self.mol)
 
     def _stereo_ok(self, pos: np.ndarray) -> bool:
-        if not self._has_stereo:
-            return True
-        probe = Chem.Mol(self.mol)
-        probe.RemoveAllConformers()
-        conf = Chem.Conformer(probe.GetNumAtoms())
-        for i, p in enumerate(pos):
-            conf.SetAtomPosition(i, p.tolist())
-        probe.AddConformer(conf, assignId=True)
-        Chem.AssignStereochemistryFrom3D(probe)
-        for ref_atom, atom in zip(self.mol.GetAtoms(), probe.GetAtoms()):
-            if ref_atom.GetChiralTag() == Chem.ChiralType.CHI_UNSPECIFIED:
-                atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
-        for ref_bond, bond in zip(self.mol.GetBonds(), probe.GetBonds()):
-            if ref_bond.GetStereo() in (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY):
-                bond.SetStereo(Chem.BondStereo.STEREONONE)
-        return Chem.MolToSmiles(Chem.RemoveHs(probe)) == self._ref_smiles
+        return check_coords(self._stereo, pos)
 
     def check_many(self, pos: np.ndarray) -> list[ValidityResult]:
         """Check K conformers. Shapes: pos [K, N, 3] (or [N, 3]) -> K results."""

@@ -137,3 +137,13 @@ def test_start_option_usage_errors(capsys):
     assert "needs a diffusion model" in capsys.readouterr().err
     assert main(["conformers", "CCO", "--sigma-start", "0.5", "-q"]) == 2
     assert "--sigma-start needs --start etkdg" in capsys.readouterr().err
+
+
+def test_oversize_etkdg_routes_drug_sized_inputs_and_records_it(tmp_path):
+    out = tmp_path / "out.sdf"
+    drug = "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O"  # (S)-ibuprofen, 33 atoms with hydrogens: beyond QM9's 29
+    assert main(["conformers", "CCO", drug, "-n", "2", "--seed", "0", "--oversize", "etkdg", "-o", str(out), "-q"]) == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert [m.GetProp("molediff_model") for m in mols] == ["molediff-qm9-egnn"] * 2 + ["etkdg"] * 2
+    assert "embedded with ETKDGv3" in mols[2].GetProp("molediff_warnings")
+    assert all(np.isfinite(m.GetConformer().GetPositions()).all() for m in mols)

@@ -112,3 +112,20 @@ def test_shipped_model_generates_valid_stereo_correct_conformers():
     assert all(c.GetProp("molediff_stereo_ok") == "1" for c in mol.GetConformers())
     assert all(c.GetProp("molediff_valid") == "1" for c in mol.GetConformers())
     assert all(np.isfinite(c.GetPositions()).all() for c in mol.GetConformers())
+
+
+def test_oversize_etkdg_embeds_only_the_molecules_beyond_the_training_size(make_fake):
+    model = make_fake(max_atoms=20)
+    small, large = "CCO", "O=C(N[C@@H](Cc1ccccc1)C(=O)O)c1ccccn1"  # 9 atoms; 35 with hydrogens
+    results = list(generate_conformers_batch([small, large, small], 3, 0, model=model, oversize="etkdg"))
+    assert [r.ok for r in results] == [True, True, True]
+    assert model.calls == [(2, 3)]  # the fake saw only the two small ones
+    assert [r.mol.GetProp("molediff_model") for r in results] == ["fake-qm9", "etkdg", "fake-qm9"]
+    assert any("embedded with ETKDGv3" in w for w in results[1].warnings)
+    assert results[1].mol.GetNumConformers() == 3
+    assert all(c.GetProp("molediff_stereo_ok") == "1" for c in results[1].mol.GetConformers())
+    (default,) = generate_conformers_batch([large], 1, 0, model=model)  # default: the model, with a warning
+    assert default.mol.GetProp("molediff_model") == "fake-qm9"
+    assert any("oversize='etkdg'" in w for w in default.warnings)
+    with pytest.raises(ValueError, match="oversize"):
+        next(generate_conformers_batch([small], 1, 0, model=model, oversize="bogus"))

@@ -88,3 +88,32 @@ def test_raw_model_stereo_fraction_before_and_after(make_fake):
         before.append(float(mol.GetProp("molediff_stereo_raw_fraction")))
         after.append(st.stereo_report(mol, smi).fraction_correct)
     assert np.mean(before) < 0.8 and np.mean(after) == 1.0
+
+
+@pytest.mark.parametrize("smiles", [
+    "CCC(CC)[C@H](NC(C)=O)[C@@H]1[C@H](O)[C@@H](C(=O)O)C[C@H]1NC(=N)N",  # peramivir: guanidine =NH
+    "C/C=C(/F)C=N",  # a specified C=C next to an unspecified imine
+    "N=C/C=C/C=N",  # a specified C=C between two unspecified imines (shared single bonds)
+    "C/C=C/C=C\\C(O)[C@H](F)Cl",
+])
+def test_unspecified_imines_do_not_fail_the_check_and_specified_bonds_still_count(smiles):
+    from rdkit.Chem import rdMolTransforms
+
+    from molediff.chem.validity import ValidityChecker
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert rdDistGeom.EmbedMolecule(mol, randomSeed=1) == 0
+    ref, coords = st.stereo_reference(mol), mol.GetConformer().GetPositions()
+    assert st.check_coords(ref, coords)
+    assert ValidityChecker(mol).check_many(coords)[0].stereo
+    if not ref.bonds:
+        return
+    # a mirror image keeps E/Z, so turn one side of a specified double bond by 180 degrees instead
+    bond = mol.GetBondWithIdx(min(ref.bonds))
+    b, c = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+    a = next(n.GetIdx() for n in mol.GetAtomWithIdx(b).GetNeighbors() if n.GetIdx() != c)
+    d = next(n.GetIdx() for n in mol.GetAtomWithIdx(c).GetNeighbors() if n.GetIdx() != b)
+    conf = Chem.Conformer(mol.GetConformer())
+    rdMolTransforms.SetDihedralDeg(conf, a, b, c, d, rdMolTransforms.GetDihedralDeg(conf, a, b, c, d) + 180.0)
+    assert not st.check_coords(ref, conf.GetPositions())
+    assert not ValidityChecker(mol).check_many(conf.GetPositions())[0].stereo
