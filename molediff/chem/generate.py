@@ -187,20 +187,20 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
     for res in results:
         if res.error is not None and res.error.item is None:
             res.error.with_item(_label(res))
-    mdl = state.get("model")
-    groups = [(mdl, sampler, steps, jobs + trivial)]
+    for job in trivial:
+        single_atom_job(job, num_confs)
+    groups = [(state.get("model"), sampler, steps, jobs, trivial)]  # (sampler, its options, jobs, single atoms)
     if oversized:
-        groups.append((state.setdefault("etkdg", EtkdgSampler()), None, None, oversized))
-    for group_model, group_sampler, group_steps, group in groups:
-        sampled = [job for job in group if job.mol.GetNumAtoms() > 1]
+        if "etkdg" not in state:
+            state["etkdg"] = EtkdgSampler()
+        groups.append((state["etkdg"], None, None, oversized, []))
+    for group_model, group_sampler, group_steps, sampled, single_atoms in groups:
         if sampled:
             run_sampling_rounds(sampled, group_model, num_confs, start=chunk[0].index, seed=seed,
                                 sampler=group_sampler, steps=group_steps, device=device, on_invalid=on_invalid,
                                 max_rounds=max_rounds, relax=relax)
         meta = _provenance(group_model, group_sampler, group_steps, seed, device)
-        for job in group:
-            if job.mol.GetNumAtoms() == 1:
-                single_atom_job(job, num_confs)
+        for job in sampled + single_atoms:
             finish_job(job, group_model, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
             if job.result.error is not None and job.result.error.item is None:
                 job.result.error.with_item(_label(job.result))
