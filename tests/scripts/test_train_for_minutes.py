@@ -59,3 +59,28 @@ def test_restart_lr_warms_up_again_from_the_resumed_step(tmp_path, capsys):
     assert lrs[resumed + 1] == pytest.approx(3e-3 / 4)
     assert lrs[resumed + 4] == pytest.approx(3e-3)
     assert lrs[resumed] < 3e-3 / 2  # the first run had decayed to near its floor (cosine to 0 at step 8)
+
+
+def test_steady_rate_reads_only_the_newest_trainers_rows(tmp_path):
+    driver = _driver()
+    log = tmp_path / "log.jsonl"
+    old = [{"kind": "train", "step": 10, "time_s": 1.0}, {"kind": "train", "step": 20, "time_s": 50.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in old))
+    offset = log.stat().st_size
+    assert driver.steady_rate(log, offset) is None  # nothing new yet
+    new = [{"kind": "train", "step": 10, "time_s": 6.0}, {"kind": "val", "step": 10},
+           {"kind": "train", "step": 20, "time_s": 8.0}, {"kind": "train", "step": 30, "time_s": 10.0}]
+    with open(log, "a") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in new))
+    rate, seconds = driver.steady_rate(log, offset)
+    assert rate == pytest.approx(20 / 4.0) and seconds == 10.0  # start-up before the first row left out
+    assert driver.steady_rate(tmp_path / "missing.jsonl", 0) is None
+
+
+def test_probe_reports_the_steady_rate_and_fixed_cost(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_raw(out, steps=8, ckpt_every=4, log_every=1)))
+    row = _run(_driver(), config, out, capsys)
+    assert row["probe_steps_per_s"] >= row["probe_wall_steps_per_s"] > 0
+    assert row["fixed_cost_s"] >= 0
