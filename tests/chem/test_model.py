@@ -207,3 +207,32 @@ def test_sampler_options_reach_the_sampler():
     assert not np.allclose(plain[0], churned[0])  # churn adds noise: the option was used
     with pytest.raises(TypeError):
         model.sample(mols, 1, sampler="heun", steps=2, seed=0, sampler_options={"no_such_option": 1})
+
+
+def test_default_batch_atoms_by_device():
+    from molediff.chem.model import default_batch_atoms
+
+    assert default_batch_atoms("cpu") == 20_000 and default_batch_atoms("cuda") == 200_000
+
+
+def test_out_of_memory_batches_are_retried_in_halves(monkeypatch):
+    model = ConformerModel(tiny_config())
+    real = model.sample_graphs
+    seen = []
+
+    def limited(cond, **kw):  # a device that holds at most 20 atoms per batch
+        atoms = cond["batch"].numel()
+        seen.append(atoms)
+        if atoms > 20:
+            raise torch.OutOfMemoryError("simulated")
+        return real(cond, **kw)
+
+    monkeypatch.setattr(model, "sample_graphs", limited)
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        out = model.sample([mol("CCO"), mol("CCCO")], 4, seed=0, max_atoms_per_batch=100)
+    assert [o.shape for o in out] == [(4, 9, 3), (4, 12, 3)]
+    assert all(np.isfinite(o).all() for o in out)
+    assert seen[0] > 20 and max(seen[-3:]) <= 20  # first try too big; the rest fit after halving
+    monkeypatch.setattr(model, "sample_graphs", lambda cond, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+    with pytest.raises(torch.OutOfMemoryError):  # a single conformer that does not fit is the caller's problem
+        model.sample([mol("CCO")], 1, seed=0)
