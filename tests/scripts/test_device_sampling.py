@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import fields
-from pathlib import Path
 
 import torch
 from rdkit import Chem
 
 from molediff.chem.stereo_guidance import GuidanceConstraints, guidance_constraints
+from tests.scripts.script_loader import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_sampling.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("molediff_device_sampling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/device_sampling.py", "molediff_device_sampling")
 
 
 def test_constraints_round_trip_per_molecule(tmp_path):

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from molediff.training.checkpoint import CheckpointManager
+from tests.scripts.script_loader import load_script
 from tests.training.conftest import toy_raw
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_for_minutes.py"
 
 
 def _driver():
-    spec = importlib.util.spec_from_file_location("molediff_train_for_minutes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/train_for_minutes.py", "molediff_train_for_minutes")
 
 
 def _run(driver, config: Path, out: Path, capsys, *extra: str) -> dict:
