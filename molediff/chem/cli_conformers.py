@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--oversize", choices=("model", "etkdg"), default="model",
                      help="molecules larger than any the model was trained on: sample them with the model, "
                           "with a warning, or embed them with ETKDGv3 (default model)")
+    gen.add_argument("--unsupported", choices=("error", "etkdg"), default="error",
+                     help="molecules with an element the model was not trained on: fail with an error naming "
+                          "it, or embed them with ETKDGv3 (default error)")
     pol = parser.add_argument_group("input policy")
     pol.add_argument("--fragments", choices=("largest", "fail"), default="largest",
                      help="several fragments (salts): keep the largest or fail (default largest)")
@@ -86,6 +89,8 @@ def _options(args, seed: int) -> dict:
         opts["workers"] = args.workers
     if args.oversize != "model":  # likewise absent at its default, so older runs still resume
         opts["oversize"] = args.oversize
+    if args.unsupported != "error":
+        opts["unsupported"] = args.unsupported
     return opts
 
 
@@ -207,7 +212,8 @@ def _run(args: argparse.Namespace) -> int:
         mine, args.num_confs, seed, model=model, sampler=args.sampler, steps=args.steps, relax=args.relax,
         prune_rms=args.prune_rms, device=device, on_invalid=args.on_invalid,
         max_resample_rounds=args.max_resample_rounds, batch_size=args.batch_size, fragments=args.fragments,
-        max_atoms=args.max_atoms, allow_radicals=args.allow_radicals, oversize=args.oversize)
+        max_atoms=args.max_atoms, allow_radicals=args.allow_radicals, oversize=args.oversize,
+        unsupported=args.unsupported)
     from tqdm import tqdm
 
     bar = tqdm(total=None if total is None else -(-total // ctx.world_size), unit="mol", dynamic_ncols=True,

@@ -30,7 +30,7 @@ import torch
 from rdkit import Chem
 
 from molediff.chem import stereo as st
-from molediff.chem.errors import MolediffInputError
+from molediff.chem.errors import MolediffInputError, UnsupportedElementError
 from molediff.chem.io_read import InputRecord, records_from_strings
 from molediff.chem.prepare import prepare_molecule
 from molediff.chem.sampler_protocol import ConformerSampler, EtkdgSampler
@@ -38,11 +38,13 @@ from molediff.chem.sampling_rounds import (SamplingJob, finish_job,
                                            run_sampling_rounds, single_atom_job)
 
 __all__ = ["ConformerResult", "generate_conformers", "generate_conformers_batch", "resolve_model",
-           "ON_INVALID", "OVERSIZE"]
+           "ON_INVALID", "OVERSIZE", "UNSUPPORTED"]
 
 ON_INVALID = ("resample", "flag", "drop")
 #: what to do with a molecule larger than any the model was trained on (``model.max_atoms``)
 OVERSIZE = ("model", "etkdg")
+#: what to do with a molecule that has an element the model was not trained on
+UNSUPPORTED = ("error", "etkdg")
 
 
 @dataclass
@@ -105,7 +107,7 @@ def generate_conformers_batch(
     relax: str | None = None, prune_rms: float | None = None, device: "str | torch.device | None" = None,
     on_invalid: str = "resample", max_resample_rounds: int = 3, batch_size: int = 64,
     fragments: str = "largest", max_atoms: int | None = None, allow_radicals: bool = False,
-    oversize: str = "model",
+    oversize: str = "model", unsupported: str = "error",
 ) -> Iterator[ConformerResult]:
     """Generate conformers for many molecules, yielding one :class:`ConformerResult` per input, in order.
 
@@ -116,7 +118,7 @@ def generate_conformers_batch(
     ----------
     inputs : iterable of str, Chem.Mol or InputRecord
         SMILES, molecules, or records from :mod:`molediff.chem.io_read`.
-    num_confs, seed, model, sampler, steps, relax, prune_rms, device, on_invalid, max_resample_rounds, oversize
+    num_confs, seed, model, sampler, steps, relax, prune_rms, device, on_invalid, max_resample_rounds, oversize, unsupported
         As in :func:`generate_conformers`.
     batch_size : int
         Molecules per sampler call.
@@ -131,6 +133,8 @@ def generate_conformers_batch(
         raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
     if oversize not in OVERSIZE:
         raise ValueError(f"oversize must be one of {OVERSIZE}, got {oversize!r}")
+    if unsupported not in UNSUPPORTED:
+        raise ValueError(f"unsupported must be one of {UNSUPPORTED}, got {unsupported!r}")
     if num_confs < 1 or batch_size < 1:
         raise ValueError("num_confs and batch_size must be >= 1")
     if relax not in (None, "mmff", "xtb"):
@@ -145,16 +149,19 @@ def generate_conformers_batch(
         chunk.append(rec)
         if len(chunk) >= batch_size:
             yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
-                                on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize)
+                                on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize,
+                                unsupported)
             chunk = []
     if chunk:
         yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
-                            on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize)
+                            on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize,
+                                unsupported)
 
 
 def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
-             on_invalid, max_rounds, fragments, max_atoms, allow_radicals, oversize) -> list[ConformerResult]:
-    results, jobs, trivial, oversized = [], [], [], []
+             on_invalid, max_rounds, fragments, max_atoms, allow_radicals, oversize,
+             unsupported) -> list[ConformerResult]:
+    results, jobs, trivial, to_etkdg = [], [], [], []
     for rec in chunk:
         res = ConformerResult(rec.index, rec.line, rec.id, rec.smiles, error=rec.error)
         results.append(res)
@@ -171,13 +178,20 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
             if "model" not in state:  # lazily: an all-bad input never loads the model
                 state["model"] = resolve_model(model, device)
             mdl = state["model"]
-            mdl.check_supported(prep.mol)
+            try:
+                mdl.check_supported(prep.mol)
+            except UnsupportedElementError as err:
+                if unsupported != "etkdg":
+                    raise
+                res.warnings.append(f"{err}; embedded with ETKDGv3 instead (unsupported='etkdg')")
+                to_etkdg.append(job)
+                continue
             if prep.mol.GetNumAtoms() > mdl.max_atoms:
                 larger = (f"{prep.mol.GetNumAtoms()} atoms: larger than any molecule the model {mdl.name} was "
                           f"trained on ({mdl.max_atoms})")
                 if oversize == "etkdg":
                     res.warnings.append(f"{larger}; embedded with ETKDGv3 instead (oversize='etkdg')")
-                    oversized.append(job)
+                    to_etkdg.append(job)
                     continue
                 res.warnings.append(f"{larger}; expect lower quality (on drug-sized molecules ETKDG is more "
                                     "reliable: oversize='etkdg', README 'Molecules larger than QM9')")
@@ -190,10 +204,10 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
     for job in trivial:
         single_atom_job(job, num_confs)
     groups = [(state.get("model"), sampler, steps, jobs, trivial)]  # (sampler, its options, jobs, single atoms)
-    if oversized:
+    if to_etkdg:
         if "etkdg" not in state:
             state["etkdg"] = EtkdgSampler()
-        groups.append((state["etkdg"], None, None, oversized, []))
+        groups.append((state["etkdg"], None, None, to_etkdg, []))
     for group_model, group_sampler, group_steps, sampled, single_atoms in groups:
         if sampled:
             run_sampling_rounds(sampled, group_model, num_confs, start=chunk[0].index, seed=seed,
@@ -231,6 +245,7 @@ def generate_conformers(
     relax: str | None = None, prune_rms: float | None = None, device: "str | torch.device | None" = None,
     on_invalid: str = "resample", max_resample_rounds: int = 3, fragments: str = "largest",
     max_atoms: int | None = None, allow_radicals: bool = False, oversize: str = "model",
+    unsupported: str = "error",
 ) -> Chem.Mol:
     """Generate 3D conformers of one molecule.
 
@@ -262,6 +277,12 @@ def generate_conformers(
         shipped QM9 model) is sampled by the model with a warning (``"model"``), or embedded with ETKDGv3
         instead (``"etkdg"``, recorded as ``molediff_model=etkdg``): on drug-sized molecules ETKDG's
         conformers were more often valid and less strained (README, "Molecules larger than QM9").
+    unsupported : {"error", "etkdg"}
+        A molecule with an element the model was not trained on fails with
+        :class:`~molediff.chem.errors.UnsupportedElementError` naming the element and the model (``"error"``),
+        or is embedded with ETKDGv3 instead, with a warning that names them (``"etkdg"``, recorded as
+        ``molediff_model=etkdg``). With ``oversize="etkdg"`` too, every input the model was not trained for
+        goes to ETKDG.
 
     Returns
     -------
@@ -276,7 +297,8 @@ def generate_conformers(
     (res,) = list(generate_conformers_batch(
         [smiles_or_mol], num_confs, seed, model=model, sampler=sampler, steps=steps, relax=relax,
         prune_rms=prune_rms, device=device, on_invalid=on_invalid, max_resample_rounds=max_resample_rounds,
-        batch_size=1, fragments=fragments, max_atoms=max_atoms, allow_radicals=allow_radicals, oversize=oversize))
+        batch_size=1, fragments=fragments, max_atoms=max_atoms, allow_radicals=allow_radicals, oversize=oversize,
+        unsupported=unsupported))
     if res.error is not None:
         raise res.error
     for msg in res.warnings:

@@ -147,3 +147,17 @@ def test_oversize_etkdg_routes_drug_sized_inputs_and_records_it(tmp_path):
     assert [m.GetProp("molediff_model") for m in mols] == ["molediff-qm9-egnn"] * 2 + ["etkdg"] * 2
     assert "embedded with ETKDGv3" in mols[2].GetProp("molediff_warnings")
     assert all(np.isfinite(m.GetConformer().GetPositions()).all() for m in mols)
+
+
+def test_unsupported_etkdg_writes_etkdg_records_for_unknown_elements(tmp_path):
+    out, rep = tmp_path / "out.sdf", tmp_path / "fail.json"
+    assert main(["conformers", "CCO", "CSC", "-n", "2", "--seed", "0", "-o", str(out), "--failures", str(rep),
+                 "-q"]) == 1  # default: the molecule fails, with a reason naming the element
+    (row,) = json.loads(rep.read_text())
+    assert row["smiles"] == "CSC" and row["error"] == "UnsupportedElementError" and "S" in row["reason"]
+    out2 = tmp_path / "out2.sdf"
+    assert main(["conformers", "CCO", "CSC", "-n", "2", "--seed", "0", "--unsupported", "etkdg",
+                 "-o", str(out2), "-q"]) == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out2), removeHs=False)]
+    assert [m.GetProp("molediff_model") for m in mols] == ["molediff-qm9-egnn"] * 2 + ["etkdg"] * 2
+    assert "unsupported='etkdg'" in mols[2].GetProp("molediff_warnings")

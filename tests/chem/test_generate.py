@@ -129,3 +129,22 @@ def test_oversize_etkdg_embeds_only_the_molecules_beyond_the_training_size(make_
     assert any("oversize='etkdg'" in w for w in default.warnings)
     with pytest.raises(ValueError, match="oversize"):
         next(generate_conformers_batch([small], 1, 0, model=model, oversize="bogus"))
+
+
+def test_unsupported_etkdg_embeds_molecules_with_elements_the_model_does_not_know(make_fake):
+    from molediff.chem.errors import UnsupportedElementError
+
+    model = make_fake()
+    small, sulfur, chloro = "CCO", "CSC", "ClCC(=O)O"
+    (refused,) = generate_conformers_batch([sulfur], 2, 0, model=model)  # default: a typed error naming it
+    assert isinstance(refused.error, UnsupportedElementError) and refused.error.element == "S"
+    results = list(generate_conformers_batch([small, sulfur, chloro], 2, 0, model=model, unsupported="etkdg"))
+    assert [r.ok for r in results] == [True, True, True]
+    assert model.calls[-1] == (1, 2)  # the fake saw only ethanol
+    assert [r.mol.GetProp("molediff_model") for r in results] == ["fake-qm9", "etkdg", "etkdg"]
+    assert any(w.startswith("element S (atom 1) is not supported by model fake-qm9") and
+               w.endswith("embedded with ETKDGv3 instead (unsupported='etkdg')") for w in results[1].warnings)
+    assert any(w.startswith("element Cl (atom 0)") for w in results[2].warnings)
+    assert all(c.GetProp("molediff_valid") == "1" for r in results[1:] for c in r.mol.GetConformers())
+    with pytest.raises(ValueError, match="unsupported"):
+        next(generate_conformers_batch([small], 1, 0, model=model, unsupported="bogus"))
