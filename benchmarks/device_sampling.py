@@ -199,7 +199,7 @@ def score(args: argparse.Namespace) -> int:
     for key, pos in rows.items():
         per_conf = torch.split(pos.double(), [n for n in sizes for _ in range(k)])
         coords = [torch.stack(per_conf[i * k:(i + 1) * k]).numpy() for i in range(len(mols))]
-        row = aggregate(key, score_coordinates(mols, coords), k, 1.0)
+        row = aggregate(key, score_coordinates(mols, coords), k, 1.0)  # timed on the device, not here
         print(f"| model {key} | {row.median_min_rmsd:.3f} | {row.mean_min_rmsd:.3f} | {row.coverage_05:.3f} "
               f"| {row.coverage_01:.3f} | {row.valid_fraction:.4f} |")
     coords, seconds = run_etkdg(mols, k, seed=meta["seed"], threads=args.threads)

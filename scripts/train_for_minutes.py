@@ -13,7 +13,7 @@ alone would stop mid-schedule (the cosine decay spans ``training.steps``), so th
    resumes again to finish (``training.max_minutes`` stays as a hard stop).
 
 On an H200 the wall-clock rate of a 200-step probe was half the steady one (12.7 against 25.7 steps/s):
-sized on it, a 7.5-minute window ended its schedule after 3.9 minutes.
+sized on it, an 8.2-minute window ended its schedule after 3.9 minutes.
 
 A run resumed late in its schedule would otherwise spend the whole window near its floor learning rate;
 ``--restart-lr`` restarts the schedule at the resumed step (``optimiser.restart_step``): warm-up back to

@@ -150,12 +150,12 @@ def generate_conformers_batch(
         if len(chunk) >= batch_size:
             yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
                                 on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize,
-                                unsupported)
+                            unsupported)
             chunk = []
     if chunk:
         yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
                             on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize,
-                                unsupported)
+                            unsupported)
 
 
 def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
