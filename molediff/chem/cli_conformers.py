@@ -44,11 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
     gen.add_argument("--steps", type=int, help="sampling steps (default: the model's; 10 with --start etkdg)")
-    gen.add_argument("--start", choices=("prior", "etkdg"), default="prior",
+    gen.add_argument("--start", choices=("prior", "etkdg", "mixed"), default="prior",
                      help="'etkdg': refine ETKDG conformers with the model (partial diffusion) instead of "
-                          "sampling from noise; more accurate local geometry, slower (default prior)")
+                          "sampling from noise; more accurate local geometry, slower. 'mixed': half of the "
+                          "conformers from noise, half refined from ETKDG; best coverage (default prior)")
     gen.add_argument("--sigma-start", type=float,
-                     help="with --start etkdg: noise level (A) the ETKDG conformers are raised to (default 0.6)")
+                     help="with --start etkdg/mixed: noise level (A) the ETKDG conformers are raised to (default 0.6)")
+    gen.add_argument("--prior-share", type=float,
+                     help="with --start mixed: share of the conformers sampled from noise (default 0.5)")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
     gen.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                      help="network precision: bf16 per-edge work is ~2x faster where native (default auto)")
@@ -87,6 +90,8 @@ def _options(args, seed: int) -> dict:
     opts["seed"] = seed
     if args.workers > 1:  # the shards' seeds depend on it; absent for one process, as before the option existed
         opts["workers"] = args.workers
+    if args.prior_share is not None:  # absent unless given, so runs from before the option still resume
+        opts["prior_share"] = args.prior_share
     if args.oversize != "model":  # likewise absent at its default, so older runs still resume
         opts["oversize"] = args.oversize
     if args.unsupported != "error":
@@ -171,13 +176,18 @@ def _run(args: argparse.Namespace) -> int:
             model.precision = args.precision
         if args.workers > 1:  # ETKDG (run() launched the model's workers)
             model = EtkdgSampler(num_threads=args.workers)
-        if args.sigma_start is not None and args.start != "etkdg":
-            raise ValueError("--sigma-start needs --start etkdg")
-        if args.start == "etkdg":
+        if args.sigma_start is not None and args.start == "prior":
+            raise ValueError("--sigma-start needs --start etkdg or --start mixed")
+        if args.prior_share is not None and args.start != "mixed":
+            raise ValueError("--prior-share needs --start mixed")
+        if args.start != "prior":
             if "init_conformers" not in inspect.signature(model.sample).parameters:  # ETKDG, or another sampler
-                raise ValueError(f"--start etkdg needs a diffusion model, not {model.name!r}")
-            from molediff.chem.refine import DEFAULT_SIGMA_START, EtkdgRefinedSampler
-            model = EtkdgRefinedSampler(model, args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START)
+                raise ValueError(f"--start {args.start} needs a diffusion model, not {model.name!r}")
+            from molediff.chem.refine import DEFAULT_PRIOR_SHARE, DEFAULT_SIGMA_START, EtkdgRefinedSampler
+            share = 0.0 if args.start == "etkdg" else \
+                (args.prior_share if args.prior_share is not None else DEFAULT_PRIOR_SHARE)
+            model = EtkdgRefinedSampler(model, args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START,
+                                        prior_share=share)
     except (ValueError, MissingDependencyError, ImportError, OSError) as err:
         _err(str(err))
         return 2

@@ -12,7 +12,10 @@ conformers are scored against its one reference geometry and the scores are aggr
 * ``etkdg+mmff``: the same ETKDG conformers, each optimised with MMFF94;
 * ``refined``: ETKDG conformers refined by the model from a low noise level
   (:class:`molediff.chem.refine.EtkdgRefinedSampler`, its defaults; ``molediff conformers --start etkdg``
-  without the product's repairs), ``refined+mmff`` the same relaxed.
+  without the product's repairs), ``refined+mmff`` the same relaxed;
+* ``mixed``: half of each molecule's conformers sampled from the prior, half refined from ETKDG
+  (the same class with ``prior_share=DEFAULT_PRIOR_SHARE``; ``molediff conformers --start mixed``
+  without the repairs), ``mixed+mmff`` the same relaxed.
 
 Metrics per row: mean / median over molecules of the minimum heavy-atom RMSD (symmetry-aware,
 after alignment) to the reference, coverage at 0.5 / 0.25 / 0.1 Å, mean RMSD over all conformers
@@ -47,7 +50,7 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
            "relax_all", "run_product", "evaluate"]
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
-           "refined+mmff")
+           "refined+mmff", "mixed", "mixed+mmff")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]
@@ -354,7 +357,7 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if model is None and any(m.startswith(("model", "unguided", "refined")) or m == "product" for m in methods):
+    if model is None and any(m.startswith(("model", "unguided", "refined", "mixed")) or m == "product" for m in methods):
         raise ValueError("model methods need a model")
     say = log or (lambda _msg: None)
     rows: list[EvaluationRow] = []
@@ -367,11 +370,12 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
             if name in ("model", "unguided"):
                 generated[name] = run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device,
                                             stereo_guidance=name == "model")
-            elif name == "refined":
-                from molediff.chem.refine import EtkdgRefinedSampler
+            elif name in ("refined", "mixed"):
+                from molediff.chem.refine import DEFAULT_PRIOR_SHARE, EtkdgRefinedSampler
 
-                generated[name] = run_model(EtkdgRefinedSampler(model), mols, k, sampler=sampler, seed=seed,
-                                            device=device)
+                share = DEFAULT_PRIOR_SHARE if name == "mixed" else 0.0
+                generated[name] = run_model(EtkdgRefinedSampler(model, prior_share=share), mols, k, sampler=sampler,
+                                            seed=seed, device=device)
             else:
                 generated[name] = run_etkdg(mols, k, seed=seed, threads=threads)
         return generated[name]

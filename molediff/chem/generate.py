@@ -229,8 +229,8 @@ def _provenance(model: Any, sampler: str | None, steps: int | None, seed: int, d
             "molediff_steps": steps or getattr(defaults, "default_steps", "default"), "molediff_seed": seed}
     if hasattr(model, "resolved_precision"):
         meta["molediff_precision"] = model.resolved_precision(device=device or "cpu")
-    if hasattr(model, "sigma_start"):
-        meta["molediff_start"] = f"etkdg, sigma {model.sigma_start:g}"
+    if hasattr(model, "start_label"):
+        meta["molediff_start"] = model.start_label
     return meta
 
 

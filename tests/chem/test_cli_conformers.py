@@ -132,11 +132,25 @@ def test_start_etkdg_refines_with_the_shipped_model_and_records_it(tmp_path):
         assert np.isfinite(m.GetConformer().GetPositions()).all()
 
 
+def test_start_mixed_draws_half_from_the_prior_and_records_it(tmp_path):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CC(=O)NC", "-n", "2", "--seed", "0", "--start", "mixed", "-o", str(out), "-q"]) == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert len(mols) == 2
+    for m in mols:
+        assert m.GetProp("molediff_start") == "mixed: prior share 0.5 (15 steps), rest etkdg, sigma 0.6 (10 steps)"
+        assert np.isfinite(m.GetConformer().GetPositions()).all()
+
+
 def test_start_option_usage_errors(capsys):
     assert main(["conformers", "CCO", "--start", "etkdg", "--model", "etkdg", "-q"]) == 2
     assert "needs a diffusion model" in capsys.readouterr().err
     assert main(["conformers", "CCO", "--sigma-start", "0.5", "-q"]) == 2
     assert "--sigma-start needs --start etkdg" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "--start", "etkdg", "--prior-share", "0.3", "-q"]) == 2
+    assert "--prior-share needs --start mixed" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "--start", "mixed", "--prior-share", "1", "-q"]) == 2
+    assert "prior_share must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_oversize_etkdg_routes_drug_sized_inputs_and_records_it(tmp_path):
