@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation described by ``args``; print the table; return the exit status."""
     import torch
 
-    from molediff.chem.evaluation import DEFAULT_METHODS, evaluate, select_molecules
+    from molediff.chem.evaluation import DEFAULT_METHODS, evaluate, needs_model, select_molecules
     from molediff.data.qm9 import load_qm9
 
     # each --methods word may hold several comma-separated names: flatten, keep order, drop repeats
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"[evaluate] {msg}", file=sys.stderr, flush=True))
     model, model_info = None, {}
-    if any(m.startswith(("model", "unguided")) or m == "product" for m in methods):
+    if any(needs_model(m) for m in methods):
         from molediff.chem.checkpoint_loading import load_model_for_evaluation
 
         try:

@@ -47,12 +47,18 @@ from molediff.chem.validity import ValidityChecker
 __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "EvaluationRow",
            "select_molecules", "score_molecule", "score_coordinates", "aggregate", "PairedRow", "PAIRED_COLUMNS",
            "paired_comparison", "run_model", "run_etkdg",
-           "relax_all", "run_product", "evaluate"]
+           "relax_all", "run_product", "evaluate", "needs_model"]
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
            "refined+mmff", "mixed", "mixed+mmff")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
+
+
+def needs_model(method: str) -> bool:
+    """Whether ``method`` (one of :data:`METHODS`) samples with the diffusion model (all but the ETKDG rows)."""
+    return not method.startswith("etkdg")
+
 Log = Callable[[str], None]
 
 
@@ -357,7 +363,7 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if model is None and any(m.startswith(("model", "unguided", "refined", "mixed")) or m == "product" for m in methods):
+    if model is None and any(needs_model(m) for m in methods):
         raise ValueError("model methods need a model")
     say = log or (lambda _msg: None)
     rows: list[EvaluationRow] = []

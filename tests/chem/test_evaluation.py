@@ -213,6 +213,28 @@ def test_cli_evaluate_etkdg_writes_json_and_csv(tmp_path, records, monkeypatch, 
     assert main(["evaluate", "--methods", "etkdg", "--out", str(tmp_path / "r.txt")]) == 2
 
 
+def test_cli_evaluate_loads_the_model_for_every_model_row(tmp_path, records, monkeypatch):
+    import molediff.chem.checkpoint_loading as loading
+    import molediff.data.qm9 as qm9
+    from molediff.chem.evaluation import METHODS, needs_model
+    from molediff.cli import main
+
+    assert [m for m in METHODS if not needs_model(m)] == ["etkdg", "etkdg+mmff"]
+    requested = []
+
+    def tiny(path, device=None):
+        requested.append(path)
+        return loading.LoadedModel(_tiny_model(), tmp_path / "tiny.json", "export", 1)
+
+    monkeypatch.setattr(qm9, "load_qm9", lambda split: records[:2])
+    monkeypatch.setattr(loading, "load_model_for_evaluation", tiny)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--split", "valid", "-k", "2", "--methods", "refined,mixed", "--threads", "1",
+                 "--quiet", "--out", str(out)]) == 0
+    assert requested == [None]
+    assert [r["method"] for r in json.loads(out.read_text())["rows"]] == ["refined", "mixed"]
+
+
 def test_paired_comparison_uses_only_molecules_every_method_embedded():
     from molediff.chem.evaluation import MoleculeScore, paired_comparison
 
