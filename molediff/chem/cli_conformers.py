@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output)")
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
-    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's; 10 with --start etkdg)")
+    gen.add_argument("--steps", type=int,
+                     help="sampling steps (default: the model's; with --start etkdg/mixed, 10 refinement steps, "
+                          "the mixed prior half keeping the model's)")
     gen.add_argument("--start", choices=("prior", "etkdg", "mixed"), default="prior",
                      help="'etkdg': refine ETKDG conformers with the model (partial diffusion) instead of "
                           "sampling from noise; more accurate local geometry, slower. 'mixed': half of the "
@@ -186,8 +188,8 @@ def _run(args: argparse.Namespace) -> int:
             from molediff.chem.refine import DEFAULT_PRIOR_SHARE, DEFAULT_SIGMA_START, EtkdgRefinedSampler
             share = 0.0 if args.start == "etkdg" else \
                 (args.prior_share if args.prior_share is not None else DEFAULT_PRIOR_SHARE)
-            model = EtkdgRefinedSampler(model, args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START,
-                                        prior_share=share)
+            sigma_start = args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START
+            model = EtkdgRefinedSampler(model, sigma_start, prior_share=share)
     except (ValueError, MissingDependencyError, ImportError, OSError) as err:
         _err(str(err))
         return 2
