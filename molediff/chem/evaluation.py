@@ -53,13 +53,12 @@ METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg
            "refined+mmff", "mixed", "mixed+mmff")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
+Log = Callable[[str], None]
 
 
 def needs_model(method: str) -> bool:
     """Whether ``method`` (one of :data:`METHODS`) samples with the diffusion model (all but the ETKDG rows)."""
     return not method.startswith("etkdg")
-
-Log = Callable[[str], None]
 
 
 @dataclass

@@ -118,7 +118,8 @@ def generate_conformers_batch(
     ----------
     inputs : iterable of str, Chem.Mol or InputRecord
         SMILES, molecules, or records from :mod:`molediff.chem.io_read`.
-    num_confs, seed, model, sampler, steps, relax, prune_rms, device, on_invalid, max_resample_rounds, oversize, unsupported
+    num_confs, seed, model, sampler, steps, relax, prune_rms, device, on_invalid, max_resample_rounds, oversize,
+    unsupported
         As in :func:`generate_conformers`.
     batch_size : int
         Molecules per sampler call.
@@ -143,19 +144,23 @@ def generate_conformers_batch(
         from molediff.chem.relax import require_xtb
         require_xtb()
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
-    chunk: list[InputRecord] = []
     state: dict = {}
-    for rec in records_from_strings(inputs):
-        chunk.append(rec)
-        if len(chunk) >= batch_size:
-            yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
-                                on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize,
-                            unsupported)
-            chunk = []
-    if chunk:
+    for chunk in _chunks(records_from_strings(inputs), batch_size):
         yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,
                             on_invalid, max_resample_rounds, fragments, max_atoms, allow_radicals, oversize,
                             unsupported)
+
+
+def _chunks(records: Iterable[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    """Consecutive lists of ``size`` records (the last may be shorter), read lazily."""
+    chunk: list[InputRecord] = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,

@@ -11,7 +11,6 @@ from molediff.chem.stereo_guidance import GuidanceConstraints, guidance_constrai
 from tests.scripts.script_loader import load_script
 
 
-
 def _module():
     return load_script("benchmarks/device_sampling.py", "molediff_device_sampling")
 

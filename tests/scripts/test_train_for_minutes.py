@@ -13,7 +13,6 @@ from tests.scripts.script_loader import load_script
 from tests.training.conftest import toy_raw
 
 
-
 def _driver():
     return load_script("scripts/train_for_minutes.py", "molediff_train_for_minutes")
 
