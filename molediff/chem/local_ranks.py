@@ -6,7 +6,7 @@ one torch/OpenMP thread, and the environment ``torchrun --standalone`` would giv
 input record through the whole pipeline (featurisation, sampling, stereo and validity checks,
 re-sampling, writing its shard crash-safely), and rank 0 merges the shards in input order
 (:mod:`molediff.chem.distributed_run`). On QM9-sized molecules two single-thread processes used 2
-cores better than one process with 2 threads (README, "Worker processes").
+cores better than one process with 2 threads (benchmarks/RESULTS.md, "Worker processes").
 
 The launcher watches the workers: when one stops abnormally (a crash, a kill, a usage error), the
 others would wait for it at the final barrier, so they are stopped too; the shards keep every

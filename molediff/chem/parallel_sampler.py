@@ -3,7 +3,7 @@
 On a CPU the network's work is matrix products over the atom pairs of small molecules, too small
 for one process's threads to share well. Worker processes with one thread each, every one sampling
 its own share of the molecules, use the cores better (2 EPYC cores without AVX512, QM9 test split:
-README, "A CPU without native bf16"). :class:`ParallelConformerSampler` wraps a
+benchmarks/RESULTS.md, "Worker processes"). :class:`ParallelConformerSampler` wraps a
 :class:`~molediff.chem.model.ConformerModel` behind the same
 :class:`~molediff.chem.sampler_protocol.ConformerSampler` interface, so the product
 (:func:`molediff.chem.generate.generate_conformers_batch`, ``molediff conformers --workers N``) and

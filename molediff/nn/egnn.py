@@ -278,7 +278,7 @@ class EGNN(nn.Module):
         Without gradients (sampling) a block is further cut into runs of graphs of at most
         :attr:`dense_chunk_pairs` pairs, each taken through all layers before the next: the per-pair
         tensors of a run then stay in cache instead of streaming through memory (on 2 fp32 CPU cores, one
-        layer on 1,000 graphs of 18 atoms 1.3-1.8x faster, QM9 sampling about 1.2x: README). Same arithmetic,
+        layer on 1,000 graphs of 18 atoms 1.3-1.8x faster, QM9 sampling about 1.2x: benchmarks/RESULTS.md). Same arithmetic,
         graph by graph.
         """
         disp = torch.zeros_like(x)
