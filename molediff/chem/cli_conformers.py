@@ -25,6 +25,8 @@ import time
 
 __all__ = ["add_arguments", "run"]
 
+MAX_REPORTED = 20  # failures and warnings printed one by one; the rest are counted
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``molediff conformers`` on ``parser``."""
@@ -230,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=None if total is None else -(-total // ctx.world_size), unit="mol", dynamic_ncols=True,
                disable=True if (args.quiet or not ctx.is_main) else None, file=sys.stderr)
-    t0, n_ok, n_fail, n_confs = time.perf_counter(), 0, 0, 0
+    t0, n_ok, n_fail, n_confs, n_warned = time.perf_counter(), 0, 0, 0, 0
     try:
         while True:
             chunk = list(itertools.islice(results, args.batch_size))
@@ -241,8 +243,13 @@ def _run(args: argparse.Namespace) -> int:
                 n_ok += res.ok
                 n_fail += not res.ok
                 n_confs += res.mol.GetNumConformers() if res.ok else 0
-                if not res.ok and not args.quiet and n_fail <= 20:
+                n_warned += bool(res.ok and res.warnings)
+                if args.quiet:
+                    continue
+                if not res.ok and n_fail <= MAX_REPORTED:
                     bar.write(f"failed: {res.error}", file=sys.stderr)
+                if res.ok and res.warnings and n_warned <= MAX_REPORTED:
+                    bar.write(f"warning: {res.id}: {'; '.join(res.warnings)}", file=sys.stderr)
             bar.update(len(chunk))
     except EmptyInputError as err:
         bar.close()
@@ -270,6 +277,10 @@ def _run(args: argparse.Namespace) -> int:
         dt = time.perf_counter() - t0
         _err(f"{n_ok} molecule(s) -> {n_confs} conformer(s), {n_fail} failed, in {dt:.1f} s "
              f"({n_ok / max(dt, 1e-9):.1f} mol/s){' (this rank)' if ctx.distributed else ''}")
+        if n_warned:
+            _err(f"{n_warned} written molecule(s) came with warnings"
+                 f"{f' (the first {MAX_REPORTED} are above)' if n_warned > MAX_REPORTED else ''}; "
+                 "each of their records keeps them in molediff_warnings")
         if n_fail_all and not args.failures:
             _err(f"{n_fail_all} input(s) failed; use --failures report.csv for the list")
     return 0 if (args.keep_going or n_fail_all == 0) else 1

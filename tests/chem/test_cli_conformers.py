@@ -175,3 +175,16 @@ def test_unsupported_etkdg_writes_etkdg_records_for_unknown_elements(tmp_path):
     mols = [m for m in Chem.SDMolSupplier(str(out2), removeHs=False)]
     assert [m.GetProp("molediff_model") for m in mols] == ["molediff-qm9-egnn"] * 2 + ["etkdg"] * 2
     assert "unsupported='etkdg'" in mols[2].GetProp("molediff_warnings")
+
+
+def test_warnings_of_written_molecules_reach_stderr_not_only_the_records(tmp_path, capsys):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CCO", "CSC", "-n", "2", "--seed", "0", "--unsupported", "etkdg",
+                 "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("warning:")]  # CCO has none
+    assert line.startswith("warning: input 2: element S") and "embedded with ETKDGv3 instead" in line
+    assert "1 written molecule(s) came with warnings" in err
+    assert main(["conformers", "CCO", "CSC", "-n", "2", "--seed", "0", "--unsupported", "etkdg",
+                 "-o", str(tmp_path / "quiet.sdf"), "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
