@@ -111,6 +111,44 @@ def _saved_seed(state_path: str) -> int | None:
         return None
 
 
+def _numeric_option_problem(args: argparse.Namespace) -> str | None:
+    """A usage error for a numeric option out of range, or ``None`` (checked before any work)."""
+    if args.steps is not None and args.steps < 1:
+        return f"--steps must be >= 1, got {args.steps}"
+    if args.sigma_start is not None and not args.sigma_start > 0:
+        return f"--sigma-start must be > 0 (Å), got {args.sigma_start}"
+    if args.prune_rms is not None and not args.prune_rms >= 0:
+        return f"--prune-rms must be >= 0 (Å), got {args.prune_rms}"
+    if args.max_resample_rounds < 0:
+        return f"--max-resample-rounds must be >= 0, got {args.max_resample_rounds}"
+    if args.max_atoms is not None and args.max_atoms < 1:
+        return f"--max-atoms must be >= 1, got {args.max_atoms}"
+    return None
+
+
+def _check_readable(args: argparse.Namespace) -> None:
+    """Read the input file up to its first record, so that a file-level problem (a CSV without the named
+    SMILES column, ...) is a usage error before any output exists.
+
+    Raises
+    ------
+    InputFileError
+        A ``ValueError`` naming the file and the reason. An empty file is left to the main loop.
+    """
+    from molediff.chem.errors import EmptyInputError, InputFileError
+    from molediff.chem.io_read import read_inputs
+
+    records = read_inputs(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
+    try:
+        next(records, None)
+    except EmptyInputError:
+        pass
+    except InputFileError as err:
+        raise InputFileError(f"{args.input}: {err}") from None
+    finally:
+        records.close()
+
+
 def _is_etkdg(model: str | None) -> bool:
     return model is not None and model.lower() == "etkdg"
 
@@ -157,6 +195,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.num_confs < 1 or args.batch_size < 1 or args.workers < 1:
         _err("--num-confs, --batch-size and --workers must be >= 1")
         return 2
+    problem = _numeric_option_problem(args)
+    if problem:
+        _err(problem)
+        return 2
     ctx = dr.dist_context()
     if ctx.distributed and not args.output:
         _err("distributed runs need -o OUTPUT")
@@ -167,6 +209,7 @@ def _run(args: argparse.Namespace) -> int:
             if not os.path.isfile(args.input):
                 _err(f"input file not found: {args.input}")
                 return 2
+            _check_readable(args)
         fmt = output_format(args.output) if args.output else "sdf"
         if args.relax == "xtb":
             from molediff.chem.relax import require_xtb

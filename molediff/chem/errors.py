@@ -31,6 +31,7 @@ __all__ = [
     "NoValidConformerError",
     "RelaxationError",
     "MissingDependencyError",
+    "InputFileError",
 ]
 
 
@@ -150,3 +151,11 @@ class RelaxationError(MolediffInputError):
 
 class MissingDependencyError(ImportError):
     """An optional dependency is needed; the message says which extra to install."""
+
+
+class InputFileError(ValueError):
+    """The input file as a whole cannot be read: a CSV without the named or any SMILES column, a missing ID column.
+
+    Not a per-molecule problem (those are :class:`MolediffInputError`): nothing in the file can be processed,
+    so ``molediff conformers`` stops with a usage error before writing anything.
+    """

@@ -138,6 +138,10 @@ def generate_conformers_batch(
         raise ValueError(f"unsupported must be one of {UNSUPPORTED}, got {unsupported!r}")
     if num_confs < 1 or batch_size < 1:
         raise ValueError("num_confs and batch_size must be >= 1")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if max_resample_rounds < 0:
+        raise ValueError(f"max_resample_rounds must be >= 0, got {max_resample_rounds}")
     if relax not in (None, "mmff", "xtb"):
         raise ValueError(f"relax must be None, 'mmff' or 'xtb', got {relax!r}")
     if relax == "xtb":

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, TextIO
 
 from rdkit import Chem, rdBase
 
-from molediff.chem.errors import EmptyInputError, InvalidMoleculeError, MolediffInputError
+from molediff.chem.errors import EmptyInputError, InputFileError, InvalidMoleculeError, MolediffInputError
 
 __all__ = ["InputRecord", "read_inputs", "read_smi", "read_csv", "read_sdf", "records_from_strings",
            "input_format", "count_records"]
@@ -90,7 +90,8 @@ def read_inputs(path: str | os.PathLike, *, smiles_column: str | None = None,
     EmptyInputError
         The file has no records (raised when iteration finds nothing).
     ValueError
-        Unknown extension, or no SMILES column in a CSV.
+        Unknown extension; :class:`~molediff.chem.errors.InputFileError` (a ``ValueError``) for a CSV
+        without the named or any SMILES column or without the named ID column.
     """
     fmt = input_format(path)
     n = 0
@@ -145,11 +146,13 @@ def read_csv(handle: TextIO, *, smiles_column: str | None = None, id_column: str
     header = [h.strip().lstrip("\ufeff") for h in header]
     lower = [h.lower() for h in header]
     s_col = _find_column(lower, smiles_column, exact=("smiles", "smi"), contains="smiles")
+    if s_col is None and smiles_column is not None:
+        raise InputFileError(f"SMILES column {smiles_column!r} not found among {header}")
     if s_col is None:
-        raise ValueError(f"no SMILES column among {header}; name it with --smiles-column")
+        raise InputFileError(f"no SMILES column among {header}; name it with --smiles-column")
     i_col = _find_column(lower, id_column, exact=_ID_COLUMNS, contains=None)
     if id_column is not None and i_col is None:
-        raise ValueError(f"ID column {id_column!r} not found among {header}")
+        raise InputFileError(f"ID column {id_column!r} not found among {header}")
     index = 0
     line = reader.line_num
     for row in reader:

@@ -188,3 +188,26 @@ def test_warnings_of_written_molecules_reach_stderr_not_only_the_records(tmp_pat
     assert main(["conformers", "CCO", "CSC", "-n", "2", "--seed", "0", "--unsupported", "etkdg",
                  "-o", str(tmp_path / "quiet.sdf"), "-q"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_csv_without_the_named_column_is_a_usage_error_before_any_output(tmp_path, capsys):
+    inp, out = tmp_path / "in.csv", tmp_path / "out.sdf"
+    inp.write_text("smiles,id\nCCO,a\n")
+    assert main(["conformers", "-i", str(inp), "--smiles-column", "smi", "-o", str(out), "--model", "etkdg"]) == 2
+    assert "in.csv: SMILES column 'smi' not found among ['smiles', 'id']" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [inp]  # no output, progress or failure files
+    assert main(["conformers", "-i", str(inp), "--id-column", "name", "-o", str(out), "--model", "etkdg"]) == 2
+    assert "ID column 'name' not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--steps", "0", "--steps must be >= 1, got 0"),
+    ("--sigma-start", "-0.5", "--sigma-start must be > 0"),
+    ("--sigma-start", "nan", "--sigma-start must be > 0"),
+    ("--prune-rms", "-1", "--prune-rms must be >= 0"),
+    ("--max-resample-rounds", "-1", "--max-resample-rounds must be >= 0"),
+    ("--max-atoms", "0", "--max-atoms must be >= 1"),
+])
+def test_numeric_options_out_of_range_are_usage_errors(option, value, message, capsys):
+    assert main(["conformers", "CCO", option, value, "--start", "etkdg", "-q"]) == 2
+    assert message in capsys.readouterr().err

@@ -148,3 +148,12 @@ def test_unsupported_etkdg_embeds_molecules_with_elements_the_model_does_not_kno
     assert all(c.GetProp("molediff_valid") == "1" for r in results[1:] for c in r.mol.GetConformers())
     with pytest.raises(ValueError, match="unsupported"):
         next(generate_conformers_batch([small], 1, 0, model=model, unsupported="bogus"))
+
+
+@pytest.mark.parametrize("option, message", [({"steps": 0}, "steps must be >= 1, got 0"),
+                                             ({"max_resample_rounds": -1}, "max_resample_rounds must be >= 0")])
+def test_out_of_range_options_raise_before_any_molecule_is_sampled(make_fake, option, message):
+    model = make_fake()
+    with pytest.raises(ValueError, match=message):
+        next(generate_conformers_batch(["CCO"], 1, 0, model=model, **option))
+    assert model.calls == []

@@ -7,7 +7,7 @@ import pytest
 from rdkit import Chem
 
 from molediff.chem.convert import to_ase_atoms, to_pyg_data
-from molediff.chem.errors import EmptyInputError, InvalidMoleculeError
+from molediff.chem.errors import EmptyInputError, InputFileError, InvalidMoleculeError, MolediffInputError
 from molediff.chem.generate import generate_conformers, generate_conformers_batch
 from molediff.chem.io_read import read_csv, read_inputs, read_sdf, read_smi
 from molediff.chem.io_write import CheckpointedWriter, format_result, iter_records
@@ -27,6 +27,14 @@ def test_csv_autodetects_columns_case_insensitively():
         list(read_csv(io.StringIO("a,b\n1,2\n")))
     recs = list(read_csv(io.StringIO("a,b\nx,CCO\n"), smiles_column="B", id_column="A"))
     assert recs[0].id == "x" and recs[0].source == "CCO"
+
+
+def test_csv_column_problems_are_file_level_typed_errors():
+    with pytest.raises(InputFileError, match="SMILES column 'smi' not found among \\['smiles', 'id'\\]"):
+        list(read_csv(io.StringIO("smiles,id\nCCO,a\n"), smiles_column="smi"))
+    with pytest.raises(InputFileError, match="ID column 'nope' not found"):
+        list(read_csv(io.StringIO("smiles,id\nCCO,a\n"), id_column="nope"))
+    assert issubclass(InputFileError, ValueError) and not issubclass(InputFileError, MolediffInputError)
 
 
 def test_sdf_titles_and_unreadable_block(tmp_path):
