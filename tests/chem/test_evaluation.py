@@ -254,3 +254,16 @@ def test_paired_comparison_uses_only_molecules_every_method_embedded():
     assert rows["etkdg"].wins == 0 and rows["etkdg"].losses == 0
     with pytest.raises(ValueError, match="baseline"):
         paired_comparison(per_molecule, "etkdg+mmff")
+
+
+def test_cli_evaluate_help_lists_every_method():
+    import argparse
+
+    from molediff.chem.cli_evaluate import add_arguments
+    from molediff.chem.evaluation import METHODS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (action,) = [a for a in parser._actions if a.dest == "methods"]
+    listed = action.help.split("(")[0].removeprefix("any of ").replace(",", " ").split()
+    assert sorted(listed) == sorted(METHODS)
