@@ -113,6 +113,10 @@ def _saved_seed(state_path: str) -> int | None:
 
 def _numeric_option_problem(args: argparse.Namespace) -> str | None:
     """A usage error for a numeric option out of range, or ``None`` (checked before any work)."""
+    from molediff.core.samplers import SAMPLERS
+
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        return f"unknown --sampler {args.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}"
     if args.steps is not None and args.steps < 1:
         return f"--steps must be >= 1, got {args.steps}"
     if args.sigma_start is not None and not args.sigma_start > 0:

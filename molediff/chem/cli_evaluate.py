@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             loaded = load_model_for_evaluation(args.model, device=args.device)
         except (FileNotFoundError, ValueError, RuntimeError) as err:
-            print(f"molediff evaluate: error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+            name = repr(args.model) if args.model else "(the shipped default)"
+            print(f"molediff evaluate: error: cannot load model {name}: {err}", file=sys.stderr)
             return 2
         model = loaded.model
         model.precision = args.precision

@@ -428,9 +428,19 @@ def load_conformer_model(name_or_path: str | Path | None = None, device: str | t
         a training run folder, or a ``model.json`` / ``model.safetensors`` path.
     device : str or torch.device, optional
         Where to put the weights (default CPU).
+
+    Raises
+    ------
+    DeviceUnavailableError
+        ``device`` cannot be used on this machine (a ``ValueError``).
+    FileNotFoundError
+        No model of that name or path.
     """
     from safetensors.torch import load_file
 
+    from molediff.core.device import require_device
+
+    target = require_device(device)  # before reading anything: a clear error, not torch's
     meta_path = _resolve_path(name_or_path)
     meta = json.loads(meta_path.read_text())
     model_cfg = meta.get("config", {}).get("model")
@@ -440,4 +450,4 @@ def load_conformer_model(name_or_path: str | Path | None = None, device: str | t
     state = load_file(str(meta_path.with_suffix(".safetensors")))
     model.load_state_dict(state)
     model.card = {"step": meta.get("step"), **meta.get("card", {})}  # type: ignore[attr-defined]
-    return model.to(device or "cpu").eval()
+    return model.to(target).eval()

@@ -46,6 +46,9 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     """
     from safetensors.torch import load_file
 
+    from molediff.core.device import require_device
+
+    require_device(device)  # a clear error (a ValueError) before reading anything
     path = Path(path)
     if path.is_dir():
         path = path / "model.json"

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from rdkit import Chem
 
 from molediff.chem.io_write import iter_records
@@ -211,3 +212,11 @@ def test_a_csv_without_the_named_column_is_a_usage_error_before_any_output(tmp_p
 def test_numeric_options_out_of_range_are_usage_errors(option, value, message, capsys):
     assert main(["conformers", "CCO", option, value, "--start", "etkdg", "-q"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_unknown_sampler_and_unusable_device_are_usage_errors(capsys):
+    assert main(["conformers", "CCO", "--sampler", "bogus", "-q"]) == 2
+    assert "unknown --sampler 'bogus'; choose from" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["conformers", "CCO", "--device", "cuda", "-q"]) == 2
+        assert "device 'cuda' is not usable here" in capsys.readouterr().err
