@@ -215,6 +215,10 @@ def _run(args: argparse.Namespace) -> int:
                 return 2
             _check_readable(args)
         fmt = output_format(args.output) if args.output else "sdf"
+        for option, path in (("-o", args.output), ("--failures", args.failures)):
+            folder = os.path.dirname(os.path.abspath(path)) if path else None
+            if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+                raise ValueError(f"{option} {path}: folder {folder} does not exist or is not writable")
         if args.relax == "xtb":
             from molediff.chem.relax import require_xtb
             require_xtb()
@@ -261,6 +265,9 @@ def _run(args: argparse.Namespace) -> int:
                   if target else StreamWriter(sys.stdout, fmt))
     except ValueError as err:
         _err(str(err))
+        return 2
+    except OSError as err:  # a missing folder, no permission: before any molecule is processed
+        _err(f"cannot write {target}: {err.strerror or err}")
         return 2
 
     if args.input:

@@ -220,3 +220,14 @@ def test_unknown_sampler_and_unusable_device_are_usage_errors(capsys):
     if not torch.cuda.is_available():
         assert main(["conformers", "CCO", "--device", "cuda", "-q"]) == 2
         assert "device 'cuda' is not usable here" in capsys.readouterr().err
+
+
+def test_unwritable_destinations_are_usage_errors_before_any_work(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert main(["conformers", "CCO", "-o", str(missing / "out.sdf"), "--model", "etkdg", "-q"]) == 2
+    assert f"-o {missing / 'out.sdf'}: folder {missing} does not exist" in capsys.readouterr().err
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CCO", "-o", str(out), "--failures", str(missing / "f.csv"), "--model", "etkdg",
+                 "-q"]) == 2
+    assert "--failures" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing was started
