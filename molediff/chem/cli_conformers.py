@@ -137,7 +137,8 @@ def _check_readable(args: argparse.Namespace) -> None:
     Raises
     ------
     InputFileError
-        A ``ValueError`` naming the file and the reason. An empty file is left to the main loop.
+        A ``ValueError`` naming the file and the reason (a missing column, a corrupt ``.gz``, no permission).
+        An empty file is left to the main loop.
     """
     from molediff.chem.errors import EmptyInputError, InputFileError
     from molediff.chem.io_read import read_inputs
@@ -149,6 +150,8 @@ def _check_readable(args: argparse.Namespace) -> None:
         pass
     except InputFileError as err:
         raise InputFileError(f"{args.input}: {err}") from None
+    except OSError as err:  # a corrupt .gz, no permission (undecodable bytes are per-record failures)
+        raise InputFileError(f"{args.input}: cannot read it: {err}") from None
     finally:
         records.close()
 

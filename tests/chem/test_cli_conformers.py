@@ -231,3 +231,11 @@ def test_unwritable_destinations_are_usage_errors_before_any_work(tmp_path, caps
                  "-q"]) == 2
     assert "--failures" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing was started
+
+
+def test_a_corrupt_gz_input_is_a_usage_error_naming_the_file(tmp_path, capsys):
+    corrupt = tmp_path / "in.sdf.gz"
+    corrupt.write_bytes(b"not gzip data")
+    assert main(["conformers", "-i", str(corrupt), "-o", str(tmp_path / "out.sdf"), "--model", "etkdg", "-q"]) == 2
+    assert f"{corrupt}: cannot read it: Not a gzipped file" in capsys.readouterr().err
+    assert not (tmp_path / "out.sdf").exists()
