@@ -60,6 +60,12 @@ class MolediffInputError(ValueError):
         self.args = (self._message(),)
         return self
 
+    def add_hint(self, hint: str) -> "MolediffInputError":
+        """Append what the user can do about it to the reason (keeps the item) and return ``self``."""
+        self.reason = f"{self.reason}; {hint}"
+        self.args = (self._message(),)
+        return self
+
     def __reduce__(self):  # picklable across processes, keyword arguments included
         return (_rebuild, (type(self), self.reason, self.item, self.__dict__))
 

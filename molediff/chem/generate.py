@@ -30,7 +30,8 @@ import torch
 from rdkit import Chem
 
 from molediff.chem import stereo as st
-from molediff.chem.errors import MolediffInputError, UnsupportedElementError
+from molediff.chem.errors import (MolediffInputError, NonFiniteCoordinatesError, NoValidConformerError,
+                                  UnsupportedElementError)
 from molediff.chem.io_read import InputRecord, records_from_strings
 from molediff.chem.prepare import prepare_molecule
 from molediff.chem.sampler_protocol import ConformerSampler, EtkdgSampler
@@ -45,6 +46,7 @@ ON_INVALID = ("resample", "flag", "drop")
 OVERSIZE = ("model", "etkdg")
 #: what to do with a molecule that has an element the model was not trained on
 UNSUPPORTED = ("error", "etkdg")
+_NO_CONFORMER = (NoValidConformerError, NonFiniteCoordinatesError)  # the model drew nothing usable
 
 
 @dataclass
@@ -171,6 +173,7 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
              on_invalid, max_rounds, fragments, max_atoms, allow_radicals, oversize,
              unsupported) -> list[ConformerResult]:
     results, jobs, trivial, to_etkdg = [], [], [], []
+    oversized: set[int] = set()  # results of molecules beyond the model's training size, sampled by it
     for rec in chunk:
         res = ConformerResult(rec.index, rec.line, rec.id, rec.smiles, error=rec.error)
         results.append(res)
@@ -204,6 +207,7 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
                     continue
                 res.warnings.append(f"{larger}; expect lower quality (on drug-sized molecules ETKDG is more "
                                     "reliable: oversize='etkdg', README 'Molecules larger than QM9')")
+                oversized.add(id(res))
             jobs.append(job)
         except MolediffInputError as err:
             res.error = err
@@ -227,6 +231,10 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
             finish_job(job, group_model, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
             if job.result.error is not None and job.result.error.item is None:
                 job.result.error.with_item(_label(job.result))
+            if isinstance(job.result.error, _NO_CONFORMER) and id(job.result) in oversized:
+                job.result.error.add_hint(f"it is larger than any molecule the model {group_model.name} was "
+                                          "trained on: oversize='etkdg' (--oversize etkdg) embeds such molecules "
+                                          "with ETKDGv3")
     return results
 
 

@@ -157,3 +157,15 @@ def test_out_of_range_options_raise_before_any_molecule_is_sampled(make_fake, op
     with pytest.raises(ValueError, match=message):
         next(generate_conformers_batch(["CCO"], 1, 0, model=model, **option))
     assert model.calls == []
+
+
+def test_an_oversize_molecule_the_model_fails_on_gets_the_oversize_hint(make_fake):
+    from molediff.chem.errors import NonFiniteCoordinatesError
+
+    large = "O=C(N[C@@H](Cc1ccccc1)C(=O)O)c1ccccn1"  # 35 atoms with hydrogens
+    model = make_fake(max_atoms=20, nan_always={large, "CC(C)O"})
+    big, small = generate_conformers_batch([large, "CC(C)O"], 2, 0, model=model, max_resample_rounds=1)
+    assert isinstance(big.error, NonFiniteCoordinatesError)
+    assert big.error.reason.endswith("oversize='etkdg' (--oversize etkdg) embeds such molecules with ETKDGv3")
+    assert "larger than any molecule the model fake-qm9 was trained on" in str(big.error)
+    assert isinstance(small.error, NonFiniteCoordinatesError) and "oversize" not in str(small.error)
