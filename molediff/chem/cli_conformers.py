@@ -111,6 +111,52 @@ def _saved_seed(state_path: str) -> int | None:
         return None
 
 
+def _workers_problem(args: argparse.Namespace, distributed: bool) -> str | None:
+    """Why ``--workers N`` cannot run the model's worker processes here, or ``None``."""
+    if distributed:
+        return "--workers inside a torchrun job: give torchrun more processes instead"
+    if args.device is not None and not args.device.startswith("cpu"):
+        return f"--workers runs CPU processes; drop it to sample on {args.device}"
+    if not args.output:
+        return "--workers needs -o OUTPUT (the workers write shards that are merged into it)"
+    if getattr(args, "raw_argv", None) is None:
+        return "--workers needs the command line (args.raw_argv)"
+    return None
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """A usage error in the options or the files they name, or ``None``; cheap, checked before any work.
+
+    Covers the input (given once, known format, present, readable up to its first record), the output
+    format and the folders of ``-o`` and ``--failures``, and the numeric options.
+    """
+    from molediff.chem.io_read import input_format
+    from molediff.chem.io_write import output_format
+
+    if bool(args.smiles) == bool(args.input):
+        return "give SMILES on the command line or -i FILE (exactly one of them)"
+    if args.num_confs < 1 or args.batch_size < 1 or args.workers < 1:
+        return "--num-confs, --batch-size and --workers must be >= 1"
+    problem = _numeric_option_problem(args)
+    if problem:
+        return problem
+    try:
+        if args.input:
+            input_format(args.input)
+            if not os.path.isfile(args.input):
+                return f"input file not found: {args.input}"
+            _check_readable(args)
+        if args.output:
+            output_format(args.output)
+    except ValueError as err:
+        return str(err)
+    for option, path in (("-o", args.output), ("--failures", args.failures)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            return f"{option} {path}: folder {folder} does not exist or is not writable"
+    return None
+
+
 def _numeric_option_problem(args: argparse.Namespace) -> str | None:
     """A usage error for a numeric option out of range, or ``None`` (checked before any work)."""
     from molediff.core.samplers import SAMPLERS
@@ -170,15 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
 
     if args.workers > 1 and not _is_etkdg(args.model):
-        problem = None
-        if dr.dist_context().distributed:
-            problem = "--workers inside a torchrun job: give torchrun more processes instead"
-        elif args.device is not None and not args.device.startswith("cpu"):
-            problem = f"--workers runs CPU processes; drop it to sample on {args.device}"
-        elif not args.output:
-            problem = "--workers needs -o OUTPUT (the workers write shards that are merged into it)"
-        elif getattr(args, "raw_argv", None) is None:
-            problem = "--workers needs the command line (args.raw_argv)"
+        problem = _workers_problem(args, dr.dist_context().distributed) or _argument_problem(args)  # once, here
         if problem:
             _err(problem)
             return 2
@@ -192,17 +230,11 @@ def _run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
     from molediff.chem.errors import EmptyInputError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
-    from molediff.chem.io_read import count_records, input_format, read_inputs, records_from_strings
+    from molediff.chem.io_read import count_records, read_inputs, records_from_strings
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_format
     from molediff.chem.sampler_protocol import EtkdgSampler
 
-    if bool(args.smiles) == bool(args.input):
-        _err("give SMILES on the command line or -i FILE (exactly one of them)")
-        return 2
-    if args.num_confs < 1 or args.batch_size < 1 or args.workers < 1:
-        _err("--num-confs, --batch-size and --workers must be >= 1")
-        return 2
-    problem = _numeric_option_problem(args)
+    problem = _argument_problem(args)
     if problem:
         _err(problem)
         return 2
@@ -211,17 +243,7 @@ def _run(args: argparse.Namespace) -> int:
         _err("distributed runs need -o OUTPUT")
         return 2
     try:
-        if args.input:
-            input_format(args.input)
-            if not os.path.isfile(args.input):
-                _err(f"input file not found: {args.input}")
-                return 2
-            _check_readable(args)
         fmt = output_format(args.output) if args.output else "sdf"
-        for option, path in (("-o", args.output), ("--failures", args.failures)):
-            folder = os.path.dirname(os.path.abspath(path)) if path else None
-            if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-                raise ValueError(f"{option} {path}: folder {folder} does not exist or is not writable")
         if args.relax == "xtb":
             from molediff.chem.relax import require_xtb
             require_xtb()

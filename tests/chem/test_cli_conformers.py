@@ -239,3 +239,10 @@ def test_a_corrupt_gz_input_is_a_usage_error_naming_the_file(tmp_path, capsys):
     assert main(["conformers", "-i", str(corrupt), "-o", str(tmp_path / "out.sdf"), "--model", "etkdg", "-q"]) == 2
     assert f"{corrupt}: cannot read it: Not a gzipped file" in capsys.readouterr().err
     assert not (tmp_path / "out.sdf").exists()
+
+
+def test_workers_report_a_usage_error_once_before_starting_any_worker(tmp_path, capsys):
+    assert main(["conformers", "CCO", "--workers", "2", "-o", str(tmp_path / "out.sdf"), "--steps", "0", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--steps must be >= 1, got 0") == 1 and "worker" not in err
+    assert list(tmp_path.iterdir()) == []
