@@ -137,7 +137,7 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         return "give SMILES on the command line or -i FILE (exactly one of them)"
     if args.num_confs < 1 or args.batch_size < 1 or args.workers < 1:
         return "--num-confs, --batch-size and --workers must be >= 1"
-    problem = _numeric_option_problem(args)
+    problem = _option_value_problem(args)
     if problem:
         return problem
     try:
@@ -157,8 +157,8 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _numeric_option_problem(args: argparse.Namespace) -> str | None:
-    """A usage error for a numeric option out of range, or ``None`` (checked before any work)."""
+def _option_value_problem(args: argparse.Namespace) -> str | None:
+    """A usage error for an option value out of range (or an unknown sampler), or ``None``."""
     from molediff.core.samplers import SAMPLERS
 
     if args.sampler is not None and args.sampler not in SAMPLERS:
