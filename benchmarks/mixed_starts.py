@@ -30,6 +30,7 @@ from rdkit.Chem import rdMolDescriptors
 from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import machine_info
 from molediff.chem.evaluation import run_etkdg, run_model, score_coordinates, select_molecules
+from molediff.chem.metrics import conformer_metrics
 from molediff.chem.refine import EtkdgRefinedSampler, prior_count
 from molediff.data.qm9 import load_qm9
 
@@ -50,11 +51,12 @@ def mixed_min_rmsd(prior_rmsds: Sequence[Sequence[float]], refined_rmsds: Sequen
 
 
 def summarise(min_rmsd: np.ndarray) -> dict[str, float]:
-    """Median / mean over finite entries and coverage at 0.5 / 0.25 / 0.1 Å over all of ``[M]``."""
-    finite = min_rmsd[np.isfinite(min_rmsd)]
-    return {"median": float(np.median(finite)) if finite.size else math.nan,
-            "mean": float(finite.mean()) if finite.size else math.nan,
-            **{f"cov@{t:g}": float((min_rmsd < t).mean()) for t in (0.5, 0.25, 0.1)}}
+    """Median / mean over finite entries and coverage at 0.5 / 0.25 / 0.1 Å over all of ``[M]``
+    (:func:`~molediff.chem.metrics.conformer_metrics`: an ``inf`` is a molecule without a conformer)."""
+    stats = conformer_metrics([np.asarray([m]) if np.isfinite(m) else np.zeros(0) for m in min_rmsd],
+                              thresholds=(0.5, 0.25, 0.1))
+    return {"median": stats["median_min_rmsd"], "mean": stats["mean_min_rmsd"],
+            **{f"cov@{t:g}": stats[f"coverage@{t:g}"] for t in (0.5, 0.25, 0.1)}}
 
 
 def rotor_buckets(num_rotors: Sequence[int]) -> np.ndarray:
