@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="CPU cores to use: the job runs as that many local processes with one thread each, "
                           "as under torchrun (needs -o); with --model etkdg, RDKit threads (default 1)")
     gen.add_argument("--relax", choices=("mmff", "xtb"), help="relax conformers with MMFF94 or GFN2-xTB")
+    gen.add_argument("--polish", action="store_true",
+                     help="relax each conformer with MMFF94, then let the model redraw its local geometry from "
+                          "0.1 A of noise: MMFF94's torsions, DFT-like bonds and angles; the most accurate "
+                          "setting against DFT geometries (no energies; not with --relax)")
     gen.add_argument("--prune-rms", type=float, help="drop conformers within this heavy-atom RMSD (A)")
     gen.add_argument("--on-invalid", choices=("resample", "flag", "drop"), default="resample",
                      help="conformers failing stereo/geometry checks (default resample)")
@@ -96,6 +100,8 @@ def _options(args, seed: int) -> dict:
         opts["workers"] = args.workers
     if args.prior_share is not None:  # absent unless given, so runs from before the option still resume
         opts["prior_share"] = args.prior_share
+    if args.polish:  # likewise
+        opts["polish"] = True
     if args.oversize != "model":  # likewise absent at its default, so older runs still resume
         opts["oversize"] = args.oversize
     if args.unsupported != "error":
@@ -173,6 +179,11 @@ def _option_value_problem(args: argparse.Namespace) -> str | None:
         return f"--max-resample-rounds must be >= 0, got {args.max_resample_rounds}"
     if args.max_atoms is not None and args.max_atoms < 1:
         return f"--max-atoms must be >= 1, got {args.max_atoms}"
+    if args.polish and args.relax:
+        return f"--polish relaxes with MMFF94 itself, and --relax {args.relax} afterwards would undo the polish"
+    if args.polish and _is_etkdg(args.model):
+        return "--polish needs a diffusion model to polish with; drop --model etkdg (--start etkdg refines " \
+               "ETKDG conformers with the model)"
     return None
 
 
@@ -256,18 +267,24 @@ def _run(args: argparse.Namespace) -> int:
             model.precision = args.precision
         if args.workers > 1:  # ETKDG (run() launched the model's workers)
             model = EtkdgSampler(num_threads=args.workers)
+        diffusion = model  # the diffusion model that --start and --polish wrap
         if args.sigma_start is not None and args.start == "prior":
             raise ValueError("--sigma-start needs --start etkdg or --start mixed")
         if args.prior_share is not None and args.start != "mixed":
             raise ValueError("--prior-share needs --start mixed")
         if args.start != "prior":
-            if "init_conformers" not in inspect.signature(model.sample).parameters:  # ETKDG, or another sampler
-                raise ValueError(f"--start {args.start} needs a diffusion model, not {model.name!r}")
+            if "init_conformers" not in inspect.signature(diffusion.sample).parameters:  # ETKDG, or another one
+                raise ValueError(f"--start {args.start} needs a diffusion model, not {diffusion.name!r}")
             from molediff.chem.refine import DEFAULT_PRIOR_SHARE, DEFAULT_SIGMA_START, EtkdgRefinedSampler
             share = 0.0 if args.start == "etkdg" else \
                 (args.prior_share if args.prior_share is not None else DEFAULT_PRIOR_SHARE)
             sigma_start = args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START
-            model = EtkdgRefinedSampler(model, sigma_start, prior_share=share)
+            model = EtkdgRefinedSampler(diffusion, sigma_start, prior_share=share)
+        if args.polish:
+            if "init_conformers" not in inspect.signature(diffusion.sample).parameters:
+                raise ValueError(f"--polish needs a diffusion model, not {diffusion.name!r}")
+            from molediff.chem.polish import PolishedSampler
+            model = PolishedSampler(diffusion, base=model)
     except (ValueError, MissingDependencyError, ImportError, OSError) as err:
         _err(str(err))
         return 2

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--methods", type=_methods, action="extend", nargs="+", default=None,
                         help="any of model, model+mmff, unguided, unguided+mmff, product, refined, refined+mmff, "
-                             "mixed, mixed+mmff, etkdg, etkdg+mmff (space or comma separated; "
+                             "mixed, mixed+mmff, etkdg, etkdg+mmff, model+mmff+polish, mixed+mmff+polish, "
+                             "etkdg+mmff+polish, product+mmff+polish (space or comma separated; "
                              "default: model model+mmff etkdg etkdg+mmff)")
     parser.add_argument("--threads", type=_positive, default=2,
                         help="threads for ETKDG/MMFF (RDKit numThreads) and torch (default 2)")

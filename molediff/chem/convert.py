@@ -1,4 +1,4 @@
-"""Conformers to other toolkits: ASE ``Atoms`` and PyTorch Geometric ``Data``."""
+"""Conformers to and from other forms: coordinate arrays, ASE ``Atoms`` and PyTorch Geometric ``Data``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,30 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-__all__ = ["to_ase_atoms", "to_ase_atoms_list", "to_pyg_data"]
+__all__ = ["with_conformers", "to_ase_atoms", "to_ase_atoms_list", "to_pyg_data"]
 
 _BOND_ORDER = {Chem.BondType.SINGLE: 1.0, Chem.BondType.DOUBLE: 2.0, Chem.BondType.TRIPLE: 3.0,
                Chem.BondType.AROMATIC: 1.5}
+
+
+def with_conformers(template: Chem.Mol, coords) -> Chem.Mol:
+    """A copy of ``template`` whose conformers are ``coords`` (its own conformers are dropped).
+
+    Parameters
+    ----------
+    template : Chem.Mol
+        The molecule (atom order of ``coords``).
+    coords : sequence of numpy.ndarray
+        ``[K, N, 3]`` positions in Å (or ``K`` arrays ``[N, 3]``); conformer ids 0 .. K-1.
+    """
+    mol = Chem.Mol(template)
+    mol.RemoveAllConformers()
+    for xyz in coords:
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        conf.SetPositions(np.asarray(xyz, dtype=np.float64))
+        conf.Set3D(True)
+        mol.AddConformer(conf, assignId=True)
+    return mol
 
 
 def _positions(mol: Chem.Mol, conf_id: int) -> np.ndarray:

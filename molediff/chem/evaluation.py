@@ -15,7 +15,12 @@ conformers are scored against its one reference geometry and the scores are aggr
   without the product's repairs), ``refined+mmff`` the same relaxed;
 * ``mixed``: half of each molecule's conformers sampled from the prior, half refined from ETKDG
   (the same class with ``prior_share=DEFAULT_PRIOR_SHARE``; ``molediff conformers --start mixed``
-  without the repairs), ``mixed+mmff`` the same relaxed.
+  without the repairs), ``mixed+mmff`` the same relaxed;
+* ``model+mmff+polish``, ``mixed+mmff+polish``, ``etkdg+mmff+polish``: the relaxed conformers polished by
+  the model from a low noise level (:func:`molediff.chem.polish.polish_conformers`, its defaults; the first
+  two are ``molediff conformers --polish`` and ``--start mixed --polish`` without the repairs);
+  ``product+mmff+polish`` the product path with :class:`molediff.chem.polish.PolishedSampler`, i.e. what
+  ``molediff conformers --polish`` returns.
 
 Metrics per row: mean / median over molecules of the minimum heavy-atom RMSD (symmetry-aware,
 after alignment) to the reference, coverage at 0.5 / 0.25 / 0.1 Å, mean RMSD over all conformers
@@ -24,7 +29,8 @@ after alignment) to the reference, coverage at 0.5 / 0.25 / 0.1 Å, mean RMSD ov
 (over conformers of molecules that have specified stereo elements; for raw model samples also
 after reflecting mirror images, the repair the product applies), the molecules that got no
 conformer (counted as misses in coverage, excluded from mean / median and reported) and
-conformers per second of generation wall time (relaxation included for the ``+mmff`` rows;
+conformers per second of generation wall time (relaxation included for the ``+mmff`` rows, and the polish
+for the ``+polish`` rows;
 scoring excluded). Non-finite conformers count as generated and invalid, but have no RMSD.
 """
 
@@ -38,9 +44,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molediff.chem.convert import with_conformers
 from molediff.chem.errors import RelaxationError
-from molediff.chem.etkdg import etkdg_conformers, mmff_relax
+from molediff.chem.etkdg import etkdg_conformers
 from molediff.chem.metrics import conformer_metrics, min_rmsd_to_reference
+from molediff.chem.relax import mmff_relaxed_coordinates
 from molediff.chem.stereo import stereo_reference, stereo_report
 from molediff.chem.validity import ValidityChecker
 
@@ -50,15 +58,15 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
            "relax_all", "run_product", "evaluate", "needs_model"]
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
-           "refined+mmff", "mixed", "mixed+mmff")
+           "refined+mmff", "mixed", "mixed+mmff", "model+mmff+polish", "mixed+mmff+polish", "etkdg+mmff+polish", "product+mmff+polish")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]
 
 
 def needs_model(method: str) -> bool:
-    """Whether ``method`` (one of :data:`METHODS`) samples with the diffusion model (all but the ETKDG rows)."""
-    return not method.startswith("etkdg")
+    """Whether ``method`` (one of :data:`METHODS`) uses the diffusion model (all but the ETKDG rows)."""
+    return not method.startswith("etkdg") or method.endswith("+polish")
 
 
 @dataclass
@@ -137,17 +145,6 @@ def select_molecules(dataset: Sequence[Any], num_mols: int | None = None, seed: 
         rec = dataset[int(i)]
         out.append(EvalMolecule(int(rec.index), str(rec.smiles), rec.mol))
     return out
-
-
-def _with_conformers(template: Chem.Mol, coords: Sequence[np.ndarray]) -> Chem.Mol:
-    mol = Chem.Mol(template)
-    mol.RemoveAllConformers()
-    for xyz in coords:
-        conf = Chem.Conformer(mol.GetNumAtoms())
-        conf.SetPositions(np.asarray(xyz, dtype=np.float64))
-        conf.Set3D(True)
-        mol.AddConformer(conf, assignId=True)
-    return mol
 
 
 def score_molecule(ref: EvalMolecule, probe: Chem.Mol, num_nonfinite: int = 0, note: str = "") -> MoleculeScore:
@@ -295,23 +292,13 @@ def relax_all(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray], *, thr
     """
     out, seconds, failed = [], 0.0, 0
     for m, xyz in zip(mols, coords):
-        xyz = np.array(xyz, dtype=np.float64, copy=True)
-        finite = np.isfinite(xyz).all(axis=(1, 2)) if len(xyz) else np.zeros(0, bool)
-        if not finite.any():
-            out.append(xyz)
-            continue
-        mol = _with_conformers(m.template, xyz[finite])
         t0 = time.perf_counter()
         try:
-            with rdBase.BlockLogs():
-                mmff_relax(mol, max_iters=max_iters, num_threads=threads)
+            out.append(mmff_relaxed_coordinates(m.template, xyz, max_iters=max_iters, num_threads=threads))
         except RelaxationError:
             failed += 1
+            out.append(np.array(xyz, dtype=np.float64, copy=True))
         seconds += time.perf_counter() - t0
-        relaxed = np.stack([c.GetPositions() for c in mol.GetConformers()])
-        keep = np.isfinite(relaxed).all(axis=(1, 2))
-        xyz[np.flatnonzero(finite)[keep]] = relaxed[keep]
-        out.append(xyz)
     return out, seconds, failed
 
 
@@ -336,7 +323,7 @@ def score_coordinates(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray]
     scores = []
     for m, xyz in zip(mols, coords):
         finite = np.isfinite(xyz).all(axis=(1, 2)) if len(xyz) else np.zeros(0, bool)
-        probe = _with_conformers(m.template, np.asarray(xyz)[finite])
+        probe = with_conformers(m.template, np.asarray(xyz)[finite])
         scores.append(score_molecule(m, probe, num_nonfinite=int((~finite).sum())))
     return scores
 
@@ -367,7 +354,8 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
     say = log or (lambda _msg: None)
     rows: list[EvaluationRow] = []
     scores: dict[str, list[MoleculeScore]] = {}
-    generated: dict[str, tuple[list[np.ndarray], float]] = {}
+    generated: dict[Any, tuple[list[np.ndarray], float]] = {}  # by base name, and (name, "mmff") relaxed
+    unrelaxed: dict[str, int] = {}  # molecules MMFF94 could not relax, by base name
 
     def base(name: str) -> tuple[list[np.ndarray], float]:
         if name not in generated:
@@ -387,19 +375,38 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
 
     for method in methods:
         notes = ""
-        if method == "product":
-            say(f"generating: product ({len(mols)} molecules x {k})")
-            out, seconds = run_product(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device)
+        if method.startswith("product"):
+            say(f"generating: {method} ({len(mols)} molecules x {k})")
+            sampling_model = model
+            if method.endswith("+polish"):
+                from molediff.chem.polish import PolishedSampler
+
+                sampling_model = PolishedSampler(model)
+            out, seconds = run_product(sampling_model, mols, k, sampler=sampler, steps=steps, seed=seed,
+                                       device=device)
             per = [score_molecule(m, mol) if mol is not None else score_molecule(m, m.template, note="no conformer")
                    for m, mol in zip(mols, out)]
         else:
-            name, _, relax = method.partition("+")
+            name, *stages = method.split("+")
             coords, seconds = base(name)
-            if relax:
-                say(f"relaxing: {method}")
-                coords, extra, failed = relax_all(mols, coords, threads=threads)
+            if "mmff" in stages:
+                if (name, "mmff") not in generated:
+                    say(f"relaxing: {name}+mmff")
+                    relaxed, extra, failed = relax_all(mols, coords, threads=threads)
+                    generated[name, "mmff"] = relaxed, extra
+                    unrelaxed[name] = failed
+                coords, extra = generated[name, "mmff"]
                 seconds += extra
+                failed = unrelaxed[name]
                 notes = f"{failed} molecule(s) without MMFF94 parameters left unrelaxed" if failed else ""
+            if "polish" in stages:
+                from molediff.chem.polish import polish_conformers, polish_seed
+
+                say(f"polishing: {method}")
+                t0 = time.perf_counter()
+                coords = polish_conformers(model, [m.template for m in mols], coords, seed=polish_seed(seed),
+                                           device=device)
+                seconds += time.perf_counter() - t0
             per = score_coordinates(mols, coords)
         say(f"scored: {method}")
         scores[method] = per

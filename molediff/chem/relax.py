@@ -14,7 +14,7 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from molediff.chem.errors import MissingDependencyError, RelaxationError
 
-__all__ = ["relax_conformers", "require_xtb", "RELAX_METHODS"]
+__all__ = ["relax_conformers", "mmff_relaxed_coordinates", "require_xtb", "RELAX_METHODS"]
 
 RELAX_METHODS = ("mmff", "xtb")
 
@@ -91,6 +91,46 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
             conf.SetProp("molediff_geometry_reason", reason)
         energies.append(float(energy))
     return energies
+
+
+def mmff_relaxed_coordinates(template: Chem.Mol, coords: np.ndarray, *, max_iters: int = 2000,
+                             num_threads: int = 1) -> np.ndarray:
+    """Each conformer of ``coords`` minimised with MMFF94 (no checks, no properties: the array form).
+
+    Parameters
+    ----------
+    template : Chem.Mol
+        The molecule with explicit hydrogens, in the atom order of ``coords``.
+    coords : numpy.ndarray
+        ``[K, N, 3]`` positions in Å; may hold non-finite conformers.
+    max_iters, num_threads
+        Optimiser iterations per conformer; RDKit threads.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[K, N, 3]`` float64, a new array: the minimised conformers; non-finite conformers and
+        minimisations that diverged keep their input coordinates.
+
+    Raises
+    ------
+    RelaxationError
+        MMFF94 has no parameters for the molecule (nothing is relaxed).
+    """
+    from molediff.chem.convert import with_conformers
+    from molediff.chem.etkdg import mmff_relax
+
+    out = np.array(coords, dtype=np.float64, copy=True)
+    finite = np.isfinite(out).all(axis=(1, 2)) if len(out) else np.zeros(0, bool)
+    if not finite.any():
+        return out
+    mol = with_conformers(template, out[finite])
+    with rdBase.BlockLogs():
+        mmff_relax(mol, max_iters=max_iters, num_threads=num_threads)
+    relaxed = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    keep = np.isfinite(relaxed).all(axis=(1, 2))
+    out[np.flatnonzero(finite)[keep]] = relaxed[keep]
+    return out
 
 
 def _mmff(mol: Chem.Mol, max_iters: int):

@@ -154,6 +154,33 @@ def test_start_option_usage_errors(capsys):
     assert "prior_share must be in [0, 1)" in capsys.readouterr().err
 
 
+def test_polish_relaxes_and_polishes_with_the_shipped_model_and_records_it(tmp_path):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CC(=O)NC", "-n", "2", "--seed", "0", "--polish", "-o", str(out), "-q"]) == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    assert len(mols) == 2
+    for m in mols:
+        assert m.GetProp("molediff_model") == "molediff-qm9-egnn+mmff-polish"
+        assert m.GetProp("molediff_start") == "prior; relaxed with MMFF94, polished from sigma 0.1 (4 steps)"
+        assert m.GetProp("molediff_relaxed") == "none" and not m.HasProp("molediff_energy_kcal")
+        assert m.GetProp("molediff_valid") == "1" and np.isfinite(m.GetConformer().GetPositions()).all()
+    mixed = tmp_path / "mixed.sdf"
+    assert main(["conformers", "CC(=O)NC", "-n", "2", "--seed", "0", "--start", "mixed", "--polish", "-o",
+                 str(mixed), "-q"]) == 0
+    first = next(iter(Chem.SDMolSupplier(str(mixed), removeHs=False)))
+    assert first.GetProp("molediff_start") == ("mixed: prior share 0.5 (15 steps), rest etkdg, sigma 0.6 (10 steps); "
+                                               "relaxed with MMFF94, polished from sigma 0.1 (4 steps)")
+
+
+def test_polish_option_usage_errors(tmp_path, capsys):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CCO", "--polish", "--relax", "mmff", "-o", str(out), "-q"]) == 2
+    assert "--polish relaxes with MMFF94 itself" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "--polish", "--model", "etkdg", "-o", str(out), "-q"]) == 2
+    assert "--polish needs a diffusion model" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_oversize_etkdg_routes_drug_sized_inputs_and_records_it(tmp_path):
     out = tmp_path / "out.sdf"
     drug = "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O"  # (S)-ibuprofen, 33 atoms with hydrogens: beyond QM9's 29

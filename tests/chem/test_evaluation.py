@@ -149,6 +149,19 @@ def test_evaluate_mixed_rows_draw_half_from_the_prior(mols):
     assert mixed.mean_rmsd > refined.mean_rmsd + 0.3
 
 
+def test_evaluate_polish_rows_redraw_the_relaxed_conformers(mols):
+    methods = ["etkdg+mmff", "etkdg+mmff+polish", "model+mmff+polish", "product+mmff+polish"]
+    rows, per = evaluate(mols, methods, model=_tiny_model(), k=2, seed=0, threads=1)
+    assert [r.method for r in rows] == methods
+    relaxed, polished, model_polished, product = rows
+    assert polished.conformers == relaxed.conformers and polished.no_conformer == relaxed.no_conformer == 0
+    # an untrained network polishing from 0.1 Å moves ETKDG + MMFF94's conformers a little, not far
+    gaps = [abs(a.min_rmsd - b.min_rmsd) for a, b in zip(per["etkdg+mmff"], per["etkdg+mmff+polish"])]
+    assert 0.0 < max(gaps) < 0.3
+    assert polished.conformers_per_s < relaxed.conformers_per_s  # the polish's time is counted
+    assert model_polished.conformers == 2 * len(mols) and product.molecules == len(mols)
+
+
 def test_evaluate_rejects_bad_requests(mols):
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(mols, ["crest"])
@@ -156,6 +169,8 @@ def test_evaluate_rejects_bad_requests(mols):
         evaluate(mols, ["model"])
     with pytest.raises(ValueError, match="need a model"):
         evaluate(mols, ["refined"])
+    with pytest.raises(ValueError, match="need a model"):
+        evaluate(mols, ["etkdg+mmff+polish"])
     with pytest.raises(ValueError, match="k must be"):
         evaluate(mols, ["etkdg"], k=0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from molediff.chem.convert import to_ase_atoms, to_pyg_data
+from molediff.chem.convert import to_ase_atoms, to_pyg_data, with_conformers
 from molediff.chem.errors import EmptyInputError, InputFileError, InvalidMoleculeError, MolediffInputError
 from molediff.chem.generate import generate_conformers, generate_conformers_batch
 from molediff.chem.io_read import read_csv, read_inputs, read_sdf, read_smi
@@ -83,6 +83,16 @@ def test_convert_ase_and_pyg(fake_model):
     data = to_pyg_data(mol)
     assert data.pos.shape == (7, 3) and data.edge_index.shape == (2, 12) and data.z[0] == 6
     assert data.edge_attr.max() == 2.0
+
+
+def test_with_conformers_replaces_the_templates_conformers():
+    template = Chem.AddHs(Chem.MolFromSmiles("CO"))
+    template.AddConformer(Chem.Conformer(template.GetNumAtoms()))
+    coords = np.arange(2 * 6 * 3, dtype=float).reshape(2, 6, 3)
+    mol = with_conformers(template, coords)
+    assert template.GetNumConformers() == 1 and mol.GetNumConformers() == 2
+    assert [c.GetId() for c in mol.GetConformers()] == [0, 1] and mol.GetConformer(1).Is3D()
+    np.testing.assert_array_equal(mol.GetConformer(1).GetPositions(), coords[1])
 
 
 def test_writer_resume_truncates_partial_chunk_and_refuses_other_options(tmp_path, fake_model):

@@ -47,3 +47,28 @@ def test_relaxation_repairs_a_stretched_bond(method):
     relax_conformers(mol, method)
     new = mol.GetConformer().GetPositions()
     assert abs(np.linalg.norm(new[c] - new[o]) - ref_length) < 0.05
+
+
+def test_mmff_relaxed_coordinates_minimise_and_keep_nonfinite_rows():
+    from molediff.chem.relax import mmff_relaxed_coordinates
+
+    mol = _g2(["CH3CH2OH"])[0]
+    pos = mol.GetConformer().GetPositions()
+    coords = np.stack([1.2 * pos, np.full_like(pos, np.nan), pos])
+    out = mmff_relaxed_coordinates(mol, coords)
+    assert out.shape == coords.shape and out is not coords
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    assert np.array_equal(coords[0], 1.2 * pos)  # the input is not modified
+    for k in (0, 2):  # both land near the G2 geometry, the stretched one from 20 % out
+        probe = Chem.Mol(mol)
+        probe.GetConformer().SetPositions(out[k])
+        assert _rms(probe, mol) < 0.15
+
+
+def test_mmff_relaxed_coordinates_raise_without_parameters():
+    from molediff.chem.errors import RelaxationError
+    from molediff.chem.relax import mmff_relaxed_coordinates
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("[SiH3][Se][SiH3]"))
+    with pytest.raises(RelaxationError, match="parameters"):
+        mmff_relaxed_coordinates(mol, np.zeros((1, mol.GetNumAtoms(), 3)))

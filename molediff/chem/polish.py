@@ -1,0 +1,169 @@
+"""Force-field relaxed conformers polished by the diffusion model ("relax, then polish").
+
+MMFF94 moves each torsion of a conformer into its nearest local minimum, which is where a DFT geometry
+sits too, so relaxation fixes much of what a sampled (or ETKDG) conformer gets wrong about its global
+arrangement. Its local geometry is MMFF94's, though: relaxing the DFT geometry itself moves it by 0.066 Å
+(median, QM9) through bond lengths, angles and ring puckers. The diffusion model learned the local geometry
+of DFT structures, and at low noise levels it is precise (denoising the DFT geometry from σ = 0.1 Å lands
+within about 0.04 Å of it; benchmarks/RESULTS.md, "Where the remaining error sits"). :class:`PolishedSampler`
+therefore relaxes each conformer with MMFF94, raises it to a small noise level ``sigma_start`` (0.1 Å:
+too little to turn a torsion) and lets the model sample a few steps down from there: MMFF94's torsions,
+the model's bonds and angles. The noise level and steps were chosen on QM9 validation
+(``benchmarks/polish.py``; model card, "Relax, then polish").
+
+The result is not a force-field minimum (the polished conformers carry no energy), and polishing needs a
+diffusion model that accepts starting geometries (``init_conformers``). ``molediff conformers --polish``
+drives it through the product path (stereo repair, validity checks, re-sampling) like any sampler; it
+composes with ``--start etkdg`` / ``--start mixed``, whose conformers are then what gets relaxed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from rdkit import Chem
+
+from molediff.chem.errors import RelaxationError
+from molediff.chem.relax import mmff_relaxed_coordinates
+from molediff.chem.sampler_protocol import ModelWrapper
+
+__all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "DEFAULT_POLISH_SIGMA", "DEFAULT_POLISH_STEPS"]
+
+#: noise level (Å) relaxed conformers are raised to before the model samples down, chosen on QM9 validation
+DEFAULT_POLISH_SIGMA = 0.1
+#: sampler steps from ``DEFAULT_POLISH_SIGMA`` down
+DEFAULT_POLISH_STEPS = 4
+
+
+def polish_seed(seed: int) -> int:
+    """The seed of the polish of a :meth:`PolishedSampler.sample` call with ``seed`` (its base sampler gets
+    ``seed`` itself), so that the two stages draw independent noise and an evaluation can redo either."""
+    return int(np.random.SeedSequence([int(seed), 2]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def polish_conformers(model: Any, mols: Sequence[Chem.Mol], coords: Sequence[np.ndarray], *,
+                      sigma_start: float = DEFAULT_POLISH_SIGMA, steps: int = DEFAULT_POLISH_STEPS,
+                      seed: int | None = None, device: str | torch.device | None = None,
+                      **model_options: Any) -> list[np.ndarray]:
+    """Conformers redrawn by ``model`` from each one raised to noise level ``sigma_start``.
+
+    Parameters
+    ----------
+    model : ConformerModel
+        A diffusion model whose ``sample`` accepts ``init_conformers`` and ``sigma_start``.
+    mols : sequence of Chem.Mol
+        Molecules with explicit hydrogens.
+    coords : sequence of numpy.ndarray
+        One ``[K_i, N_i, 3]`` array per molecule (Å, RDKit atom order), e.g. MMFF94-relaxed conformers;
+        may hold non-finite conformers.
+    sigma_start, steps
+        Noise level (Å) and the model's default sampler's steps from there down.
+    seed, device
+        Random seed and torch device of the model's call.
+    **model_options
+        Passed to ``model.sample`` (e.g. ``stereo_guidance``, ``precision``).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``[K_i, N_i, 3]`` float64 per molecule: conformer ``k`` is polished from the ``k``-th finite input
+        conformer (the finite ones taken in turn where some are not finite); a molecule with no finite input
+        conformer keeps its input.
+    """
+    out = [np.array(c, dtype=np.float64, copy=True) for c in coords]
+    if len(out) != len(mols):
+        raise ValueError(f"coords: {len(out)} entries for {len(mols)} molecules")
+    finite = [c[np.isfinite(c).all(axis=(1, 2))] if len(c) else c for c in out]
+    todo = [i for i, c in enumerate(finite) if len(c)]
+    by_count: dict[int, list[int]] = {}
+    for i in todo:  # one call per number of conformers, so that each molecule keeps its own K_i
+        by_count.setdefault(len(out[i]), []).append(i)
+    for count, members in by_count.items():
+        polished = model.sample([mols[i] for i in members], count, init_conformers=[finite[i] for i in members],
+                                sigma_start=float(sigma_start), steps=int(steps), seed=seed, device=device,
+                                **model_options)
+        for i, c in zip(members, polished):
+            out[i] = np.asarray(c, dtype=np.float64)
+    return out
+
+
+def _accepted(function: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``function`` takes as keyword arguments (all of them if it takes ``**kwargs``)."""
+    params = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+class PolishedSampler(ModelWrapper):
+    """Conformers from a base sampler, relaxed with MMFF94, then polished by a diffusion model.
+
+    Parameters
+    ----------
+    model : ConformerModel
+        The diffusion model that polishes (and, without ``base``, draws the conformers).
+    base : ConformerSampler, optional
+        What draws the conformers (default: ``model`` sampling from its prior; e.g. an
+        :class:`~molediff.chem.refine.EtkdgRefinedSampler` of the same model for ``--start mixed``).
+    sigma_start, steps
+        Noise level (Å) the relaxed conformers are raised to, and the model's sampler steps from there.
+    max_iters : int
+        MMFF94 iterations per conformer.
+
+    Notes
+    -----
+    A molecule MMFF94 has no parameters for is polished from its unrelaxed conformers (a small refinement).
+    ``sampler`` and ``steps`` of :meth:`sample` go to the base sampler; the polish uses the model's
+    default sampler with ``steps``. MMFF94 runs with as many RDKit threads as torch uses.
+    """
+
+    def __init__(self, model: Any, base: Any = None, sigma_start: float = DEFAULT_POLISH_SIGMA,
+                 steps: int = DEFAULT_POLISH_STEPS, max_iters: int = 2000) -> None:
+        if not sigma_start > 0:
+            raise ValueError(f"sigma_start must be > 0, got {sigma_start}")
+        if steps < 1 or max_iters < 1:
+            raise ValueError(f"steps and max_iters must be >= 1, got {steps} and {max_iters}")
+        super().__init__(model)
+        self.base = base if base is not None else model
+        self.sigma_start, self.steps, self.max_iters = float(sigma_start), int(steps), int(max_iters)
+
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}+mmff-polish"
+
+    @property
+    def config(self) -> Any:
+        """The base sampler's config (its default steps are what ``steps`` of :meth:`sample` replaces)."""
+        return getattr(self.base, "config", self.model.config)
+
+    @property
+    def start_label(self) -> str:
+        """Where the conformers start (the base's), and how they are finished, as recorded in the output."""
+        return (f"{getattr(self.base, 'start_label', 'prior')}; relaxed with MMFF94, polished from sigma "
+                f"{self.sigma_start:g} ({self.steps} steps)")
+
+    def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
+               steps: int | None = None, seed: int | None = None,
+               device: str | torch.device | None = None, **model_options: Any) -> list[np.ndarray]:
+        """``num_confs`` conformers per molecule, ``[num_confs, N_i, 3]`` float64 arrays (Å).
+
+        Non-finite conformers of the base sampler are left out of the relaxation and replaced by polished
+        copies of the molecule's finite ones; a molecule with none keeps the base's output (the caller
+        re-samples it). ``model_options`` go to the polish and to the base sampler where it takes them
+        (e.g. ``precision``, ``stereo_guidance``; ETKDG takes none).
+        """
+        seed = int(seed) if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+        drawn = self.base.sample(mols, num_confs, sampler=sampler, steps=steps, seed=seed, device=device,
+                                 **_accepted(self.base.sample, model_options))
+        relaxed = []
+        for mol, coords in zip(mols, drawn):
+            try:
+                relaxed.append(mmff_relaxed_coordinates(mol, coords, max_iters=self.max_iters,
+                                                        num_threads=max(1, torch.get_num_threads())))
+            except RelaxationError:
+                relaxed.append(np.asarray(coords, dtype=np.float64))
+        return polish_conformers(self.model, mols, relaxed, sigma_start=self.sigma_start, steps=self.steps,
+                                 seed=polish_seed(seed), device=device, **model_options)
