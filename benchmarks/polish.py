@@ -20,15 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from molediff.chem.checkpoint_loading import load_model_for_evaluation
-from molediff.chem.cli_evaluate import machine_info
 from molediff.chem.evaluation import aggregate, relax_all, run_etkdg, run_model, score_coordinates
 from molediff.chem.polish import polish_conformers, polish_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampling_grid import select_validation_molecules  # noqa: E402
+from sampling_grid import add_validation_arguments, start_validation_run  # noqa: E402
 
 
 def parse_setting(spec: str) -> tuple[float, int]:
@@ -42,24 +39,16 @@ def parse_setting(spec: str) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", nargs="*", default=["0.1:4"], help="SIGMA:STEPS, e.g. 0.1:4")
-    parser.add_argument("--model", default=None, help="exported model, checkpoint or run folder (default: shipped)")
-    parser.add_argument("--num-mols", type=int, default=300)
-    parser.add_argument("-k", "--num-confs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-rotatable-bonds", type=int, default=0)
+    add_validation_arguments(parser, num_mols=300)
     args = parser.parse_args(argv)
-    settings = [parse_setting(s) for s in args.settings]
+    try:
+        settings = [parse_setting(s) for s in args.settings]
+    except ValueError as err:
+        parser.error(str(err))
     sys.stdout.reconfigure(line_buffering=True)
-    torch.set_num_threads(args.threads)
-    loaded = load_model_for_evaluation(args.model)
+    loaded, mols = start_validation_run("polish", args)
     model = loaded.model
-    mols = select_validation_molecules(args.num_mols, args.seed, args.min_rotatable_bonds)
     templates = [m.template for m in mols]
-    print(f"# polish, model={loaded.source} (step {loaded.step}), QM9 valid, {len(mols)} molecules"
-          f"{f' with >= {args.min_rotatable_bonds} rotatable bonds' if args.min_rotatable_bonds else ''}, "
-          f"K={args.num_confs}, seed {args.seed}")
-    print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     print("| method | median minRMSD | mean minRMSD | cov@0.5 | cov@0.25 | cov@0.1 | valid | conf/s |")
     print("|---|---|---|---|---|---|---|---|")
 

@@ -29,7 +29,7 @@ import dataclasses
 import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -113,16 +113,41 @@ def select_validation_molecules(num_mols: int, seed: int, min_rotatable_bonds: i
     return select_molecules(flexible, num_mols, seed=seed)  # the same seeded draw, from the flexible ones
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("settings", nargs="*", default=[""], help='e.g. "" "rho=10" "sampler=ddim,eta=0.7"')
+def add_validation_arguments(parser: argparse.ArgumentParser, *, num_mols: int, num_confs: int = 5) -> None:
+    """The options of the scripts that measure settings on QM9 validation molecules: ``--model``,
+    ``--num-mols``, ``-k``, ``--seed`` (default 1), ``--threads`` (default 2), ``--min-rotatable-bonds``."""
     parser.add_argument("--model", default=None, help="exported model, checkpoint or run folder (default: shipped)")
-    parser.add_argument("--num-mols", type=int, default=1000)
-    parser.add_argument("-k", "--num-confs", type=int, default=5)
+    parser.add_argument("--num-mols", type=int, default=num_mols)
+    parser.add_argument("-k", "--num-confs", type=int, default=num_confs)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-rotatable-bonds", type=int, default=0,
                         help="draw the molecules from those with at least this many rotatable bonds (RDKit's count)")
+
+
+def start_validation_run(script: str, args: argparse.Namespace,
+                         details: Callable[[Any], str] | None = None) -> tuple[Any, list[Any]]:
+    """Set the threads, load the model and draw the molecules of :func:`add_validation_arguments`; print the
+    run's header (``script``, model, molecules, K, seed, then ``details(model)``) and the machine line.
+
+    Returns
+    -------
+    (LoadedModel, list of EvalMolecule)
+    """
+    torch.set_num_threads(args.threads)
+    loaded = load_model_for_evaluation(args.model)
+    mols = select_validation_molecules(args.num_mols, args.seed, args.min_rotatable_bonds)
+    flexible = f" with >= {args.min_rotatable_bonds} rotatable bonds" if args.min_rotatable_bonds else ""
+    print(f"# {script}, model={loaded.source} (step {loaded.step}), QM9 valid, {len(mols)} molecules{flexible}, "
+          f"K={args.num_confs}, seed {args.seed}{details(loaded.model) if details else ''}")
+    print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
+    return loaded, mols
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("settings", nargs="*", default=[""], help='e.g. "" "rho=10" "sampler=ddim,eta=0.7"')
+    add_validation_arguments(parser, num_mols=1000)
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     try:
@@ -130,15 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
-    torch.set_num_threads(args.threads)
-    loaded = load_model_for_evaluation(args.model)
+    def defaults(model: Any) -> str:
+        base = model.config
+        return (f", defaults {base.default_sampler} {base.default_steps} steps, rho {base.rho}, "
+                f"sigma [{base.sigma_min}, {base.sigma_max}]")
+
+    loaded, mols = start_validation_run("sampling_grid", args, defaults)
     model, base = loaded.model, loaded.model.config
-    mols = select_validation_molecules(args.num_mols, args.seed, args.min_rotatable_bonds)
-    flexible = f" with >= {args.min_rotatable_bonds} rotatable bonds" if args.min_rotatable_bonds else ""
-    print(f"# sampling_grid, model={loaded.source} (step {loaded.step}), QM9 valid, {len(mols)} molecules{flexible}, "
-          f"K={args.num_confs}, seed {args.seed}, defaults {base.default_sampler} {base.default_steps} steps, "
-          f"rho {base.rho}, sigma [{base.sigma_min}, {base.sigma_max}]")
-    print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     print("| setting | median minRMSD | mean minRMSD | cov@0.5 | cov@0.1 | valid | conf/s | failed checks |")
     print("|---|---|---|---|---|---|---|---|")
     network = model.denoiser.net
