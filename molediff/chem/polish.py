@@ -30,7 +30,7 @@ from molediff.chem.errors import RelaxationError
 from molediff.chem.relax import mmff_relaxed_coordinates
 from molediff.chem.sampler_protocol import ModelWrapper
 
-__all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "DEFAULT_POLISH_SIGMA", "DEFAULT_POLISH_STEPS"]
+__all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "broken_by_relaxation", "DEFAULT_POLISH_SIGMA", "DEFAULT_POLISH_STEPS"]
 
 #: noise level (Å) relaxed conformers are raised to before the model samples down, chosen on QM9 validation
 DEFAULT_POLISH_SIGMA = 0.1
@@ -88,6 +88,40 @@ def polish_conformers(model: Any, mols: Sequence[Chem.Mol], coords: Sequence[np.
         for i, c in zip(members, polished):
             out[i] = np.asarray(c, dtype=np.float64)
     return out
+
+
+def broken_by_relaxation(mol: Chem.Mol, drawn: np.ndarray, relaxed: np.ndarray) -> np.ndarray:
+    """Which conformers passed the validity checks (stereo included) as drawn and fail them relaxed.
+
+    MMFF94 can carry a strained cage over into another configuration (QM9's oxa-bridged cages, e.g.
+    ``C1O[C@H]2[C@@H]3C[C@]24OC[C@@]134``: every relaxed sample had the wrong stereo); such conformers
+    are better left as drawn than polished from a broken start.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[K]`` bool.
+    """
+    from molediff.chem.validity import ValidityChecker
+
+    out = np.zeros(len(drawn), dtype=bool)
+    finite = np.isfinite(drawn).all(axis=(1, 2)) if len(drawn) else out
+    if not finite.any():
+        return out
+    checker = ValidityChecker(mol)
+    rows = np.flatnonzero(finite)
+    after = np.array([r.ok for r in checker.check_many(relaxed[rows])])
+    if after.all():
+        return out
+    before = np.array([r.ok for r in checker.check_many(drawn[rows[~after]])])
+    out[rows[~after][before]] = True
+    return out
+
+
+def _sources(coords: np.ndarray, count: int) -> np.ndarray:
+    """The input conformer each of ``count`` outputs of :func:`polish_conformers` was polished from."""
+    finite = np.flatnonzero(np.isfinite(coords).all(axis=(1, 2)))
+    return finite[np.arange(count) % len(finite)] if len(finite) else np.arange(count) % max(len(coords), 1)
 
 
 def _accepted(function: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -152,18 +186,28 @@ class PolishedSampler(ModelWrapper):
 
         Non-finite conformers of the base sampler are left out of the relaxation and replaced by polished
         copies of the molecule's finite ones; a molecule with none keeps the base's output (the caller
-        re-samples it). ``model_options`` go to the polish and to the base sampler where it takes them
+        re-samples it). A conformer that passed the validity checks as drawn and fails them after the
+        relaxation (:func:`broken_by_relaxation`) comes back as drawn. ``model_options`` go to the polish and to the base sampler where it takes them
         (e.g. ``precision``, ``stereo_guidance``; ETKDG takes none).
         """
         seed = int(seed) if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
         drawn = self.base.sample(mols, num_confs, sampler=sampler, steps=steps, seed=seed, device=device,
                                  **_accepted(self.base.sample, model_options))
-        relaxed = []
+        drawn = [np.asarray(c, dtype=np.float64) for c in drawn]
+        relaxed, broken = [], []
         for mol, coords in zip(mols, drawn):
             try:
-                relaxed.append(mmff_relaxed_coordinates(mol, coords, max_iters=self.max_iters,
-                                                        num_threads=max(1, torch.get_num_threads())))
+                done = mmff_relaxed_coordinates(mol, coords, max_iters=self.max_iters,
+                                                num_threads=max(1, torch.get_num_threads()))
             except RelaxationError:
-                relaxed.append(np.asarray(coords, dtype=np.float64))
-        return polish_conformers(self.model, mols, relaxed, sigma_start=self.sigma_start, steps=self.steps,
-                                 seed=polish_seed(seed), device=device, **model_options)
+                done = coords
+            relaxed.append(done)
+            broken.append(broken_by_relaxation(mol, coords, done))
+        polished = polish_conformers(self.model, mols, relaxed, sigma_start=self.sigma_start, steps=self.steps,
+                                     seed=polish_seed(seed), device=device, **model_options)
+        for coords, out, spoilt in zip(drawn, polished, broken):
+            if spoilt.any():  # those conformers come back as drawn, unrelaxed and unpolished
+                source = _sources(coords, len(out))
+                keep = spoilt[source]
+                out[keep] = coords[source[keep]]
+        return polished

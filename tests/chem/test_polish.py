@@ -109,3 +109,29 @@ def test_a_molecule_without_mmff_parameters_is_polished_unrelaxed(monkeypatch):
 def test_polished_sampler_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PolishedSampler(ConformerModel(tiny_config()), **kwargs)
+
+
+def test_conformers_that_the_relaxation_breaks_come_back_as_drawn(monkeypatch):
+    """A relaxation that turns valid conformers into their mirror images (wrong stereo) is not polished."""
+    def mirrored(mol, coords, **kwargs):
+        out = np.array(coords, dtype=float, copy=True)
+        out[0] *= np.array([-1.0, 1.0, 1.0])  # the first conformer flips; the others relax to themselves
+        return out
+
+    monkeypatch.setattr(polish_module, "mmff_relaxed_coordinates", mirrored)
+    mol = _mol("C[C@H](N)C(=O)O")
+    drawn = EtkdgSampler().sample([mol], 3, seed=4)[0]
+    assert polish_module.broken_by_relaxation(mol, drawn, mirrored(mol, drawn)).tolist() == [True, False, False]
+    sampler = PolishedSampler(ConformerModel(tiny_config()), base=EtkdgSampler(), sigma_start=0.01, steps=2)
+    (out,) = sampler.sample([mol], 3, seed=4, stereo_guidance=False)
+    assert np.array_equal(out[0], drawn[0])  # as drawn: neither relaxed nor polished
+    assert not np.array_equal(out[1], drawn[1]) and _rms(out[1], drawn[1]) < 0.1  # polished
+
+
+def test_broken_by_relaxation_ignores_conformers_that_were_invalid_already():
+    mol = _mol("C[C@H](N)C(=O)O")
+    drawn = EtkdgSampler().sample([mol], 2, seed=0)[0]
+    squashed = drawn * np.array([1.0, 1.0, 0.0])  # flat: invalid before and after
+    nan = np.full_like(drawn[:1], np.nan)
+    assert polish_module.broken_by_relaxation(mol, np.concatenate([squashed, nan]),
+                                              np.concatenate([squashed, nan])).tolist() == [False, False, False]
