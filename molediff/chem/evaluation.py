@@ -58,7 +58,8 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
            "relax_all", "run_product", "evaluate", "needs_model"]
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
-           "refined+mmff", "mixed", "mixed+mmff", "model+mmff+polish", "mixed+mmff+polish", "etkdg+mmff+polish", "product+mmff+polish")
+           "refined+mmff", "mixed", "mixed+mmff", "model+mmff+polish", "mixed+mmff+polish", "etkdg+mmff+polish",
+           "product+mmff+polish")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]

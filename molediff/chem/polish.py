@@ -30,7 +30,8 @@ from molediff.chem.errors import RelaxationError
 from molediff.chem.relax import mmff_relaxed_coordinates
 from molediff.chem.sampler_protocol import ModelWrapper
 
-__all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "broken_by_relaxation", "DEFAULT_POLISH_SIGMA", "DEFAULT_POLISH_STEPS"]
+__all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "broken_by_relaxation", "DEFAULT_POLISH_SIGMA",
+           "DEFAULT_POLISH_STEPS"]
 
 #: noise level (Å) relaxed conformers are raised to before the model samples down, chosen on QM9 validation
 DEFAULT_POLISH_SIGMA = 0.1
@@ -187,8 +188,8 @@ class PolishedSampler(ModelWrapper):
         Non-finite conformers of the base sampler are left out of the relaxation and replaced by polished
         copies of the molecule's finite ones; a molecule with none keeps the base's output (the caller
         re-samples it). A conformer that passed the validity checks as drawn and fails them after the
-        relaxation (:func:`broken_by_relaxation`) comes back as drawn. ``model_options`` go to the polish and to the base sampler where it takes them
-        (e.g. ``precision``, ``stereo_guidance``; ETKDG takes none).
+        relaxation (:func:`broken_by_relaxation`) comes back as drawn. ``model_options`` go to the polish and to
+        the base sampler where it takes them (e.g. ``precision``, ``stereo_guidance``; ETKDG takes none).
         """
         seed = int(seed) if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
         drawn = self.base.sample(mols, num_confs, sampler=sampler, steps=steps, seed=seed, device=device,
