@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +39,12 @@ def test_library_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "readme_example"}
     exec(compile(_block_with("molediff.generate_conformers("), "README.md", "exec"), namespace)
-    mol, mixed, polished = namespace["mol"], namespace["mixed"], namespace["polished"]
-    assert mol.GetNumConformers() == 10
-    assert mixed.shape == (10, mol.GetNumAtoms(), 3) and polished.shape == (5, mol.GetNumAtoms(), 3)
+    mol, mixed, restarted = namespace["mol"], namespace["mixed"], namespace["restarted"]
+    n = mol.GetNumAtoms()
+    assert mol.GetNumConformers() == 10 and namespace["best"].GetNumConformers() == 10
+    assert mixed.shape == (10, n, 3) and restarted.shape == (5, n, 3)
+    assert namespace["redrawn"].shape == (10, n, 3) and np.isfinite(namespace["redrawn"]).all()
+    assert namespace["both"].name.endswith("+mmff-polish")
     assert capsys.readouterr().out.splitlines() == ["input 1 True 5", "input 2 True 5"]
 
 
