@@ -8,8 +8,10 @@ of DFT structures, and at low noise levels it is precise (denoising the DFT geom
 within about 0.04 Å of it; benchmarks/RESULTS.md, "Where the remaining error sits"). :class:`PolishedSampler`
 therefore relaxes each conformer with MMFF94, raises it to a small noise level ``sigma_start`` (0.1 Å:
 too little to turn a torsion) and lets the model sample a few steps down from there: MMFF94's torsions,
-the model's bonds and angles. The noise level and steps were chosen on QM9 validation
-(``benchmarks/polish.py``; model card, "Relax, then polish").
+the model's bonds and angles. The polish runs without the stereo guidance (``DEFAULT_POLISH_GUIDANCE``): from
+0.1 Å no stereo centre turns, and the guidance's bond and angle windows are RDKit's, not the DFT geometries'.
+The noise level, the steps and the guidance were chosen on QM9 validation (``benchmarks/polish.py``; model
+card, "Relax, then polish").
 
 The result is not a force-field minimum (the polished conformers carry no energy), and polishing needs a
 diffusion model that accepts starting geometries (``init_conformers``). ``molediff conformers --polish``
@@ -31,12 +33,16 @@ from molediff.chem.relax import mmff_relaxed_coordinates
 from molediff.chem.sampler_protocol import ModelWrapper
 
 __all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "broken_by_relaxation", "DEFAULT_POLISH_SIGMA",
-           "DEFAULT_POLISH_STEPS"]
+           "DEFAULT_POLISH_STEPS", "DEFAULT_POLISH_GUIDANCE"]
 
 #: noise level (Å) relaxed conformers are raised to before the model samples down, chosen on QM9 validation
 DEFAULT_POLISH_SIGMA = 0.1
 #: sampler steps from ``DEFAULT_POLISH_SIGMA`` down
 DEFAULT_POLISH_STEPS = 4
+#: the stereo guidance during the polish (``stereo_guidance`` of ``ConformerModel.sample``): off, chosen on QM9
+#: validation. From 0.1 Å no stereo centre turns, and the guidance's bond-length and angle windows are RDKit's,
+#: not the DFT geometries' that the model learned.
+DEFAULT_POLISH_GUIDANCE = False
 
 
 def polish_seed(seed: int) -> int:
@@ -48,6 +54,7 @@ def polish_seed(seed: int) -> int:
 def polish_conformers(model: Any, mols: Sequence[Chem.Mol], coords: Sequence[np.ndarray], *,
                       sigma_start: float = DEFAULT_POLISH_SIGMA, steps: int = DEFAULT_POLISH_STEPS,
                       seed: int | None = None, device: str | torch.device | None = None,
+                      stereo_guidance: bool | dict[str, Any] = DEFAULT_POLISH_GUIDANCE,
                       **model_options: Any) -> list[np.ndarray]:
     """Conformers redrawn by ``model`` from each one raised to noise level ``sigma_start``.
 
@@ -64,8 +71,10 @@ def polish_conformers(model: Any, mols: Sequence[Chem.Mol], coords: Sequence[np.
         Noise level (Å) and the model's default sampler's steps from there down.
     seed, device
         Random seed and torch device of the model's call.
+    stereo_guidance : bool or dict
+        The model's stereo guidance during the polish (default ``DEFAULT_POLISH_GUIDANCE``, off).
     **model_options
-        Passed to ``model.sample`` (e.g. ``stereo_guidance``, ``precision``).
+        Passed to ``model.sample`` (e.g. ``precision``).
 
     Returns
     -------
@@ -85,7 +94,7 @@ def polish_conformers(model: Any, mols: Sequence[Chem.Mol], coords: Sequence[np.
     for count, members in by_count.items():
         polished = model.sample([mols[i] for i in members], count, init_conformers=[finite[i] for i in members],
                                 sigma_start=float(sigma_start), steps=int(steps), seed=seed, device=device,
-                                **model_options)
+                                stereo_guidance=stereo_guidance, **model_options)
         for i, c in zip(members, polished):
             out[i] = np.asarray(c, dtype=np.float64)
     return out
@@ -147,6 +156,9 @@ class PolishedSampler(ModelWrapper):
         Noise level (Å) the relaxed conformers are raised to, and the model's sampler steps from there.
     max_iters : int
         MMFF94 iterations per conformer.
+    guidance : bool or dict
+        The stereo guidance of the polish (default ``DEFAULT_POLISH_GUIDANCE``, off); the base sampler's is
+        set by the ``stereo_guidance`` option of :meth:`sample`.
 
     Notes
     -----
@@ -156,7 +168,8 @@ class PolishedSampler(ModelWrapper):
     """
 
     def __init__(self, model: Any, base: Any = None, sigma_start: float = DEFAULT_POLISH_SIGMA,
-                 steps: int = DEFAULT_POLISH_STEPS, max_iters: int = 2000) -> None:
+                 steps: int = DEFAULT_POLISH_STEPS, max_iters: int = 2000,
+                 guidance: bool | dict[str, Any] = DEFAULT_POLISH_GUIDANCE) -> None:
         if not sigma_start > 0:
             raise ValueError(f"sigma_start must be > 0, got {sigma_start}")
         if steps < 1 or max_iters < 1:
@@ -164,6 +177,7 @@ class PolishedSampler(ModelWrapper):
         super().__init__(model)
         self.base = base if base is not None else model
         self.sigma_start, self.steps, self.max_iters = float(sigma_start), int(steps), int(max_iters)
+        self.guidance = guidance
 
     @property
     def name(self) -> str:
@@ -177,8 +191,9 @@ class PolishedSampler(ModelWrapper):
     @property
     def start_label(self) -> str:
         """Where the conformers start (the base's), and how they are finished, as recorded in the output."""
+        guided = "" if self.guidance is False else ", guided"
         return (f"{getattr(self.base, 'start_label', 'prior')}; relaxed with MMFF94, polished from sigma "
-                f"{self.sigma_start:g} ({self.steps} steps)")
+                f"{self.sigma_start:g} ({self.steps} steps{guided})")
 
     def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,
@@ -188,8 +203,9 @@ class PolishedSampler(ModelWrapper):
         Non-finite conformers of the base sampler are left out of the relaxation and replaced by polished
         copies of the molecule's finite ones; a molecule with none keeps the base's output (the caller
         re-samples it). A conformer that passed the validity checks as drawn and fails them after the
-        relaxation (:func:`broken_by_relaxation`) comes back as drawn. ``model_options`` go to the polish and to
-        the base sampler where it takes them (e.g. ``precision``, ``stereo_guidance``; ETKDG takes none).
+        relaxation (:func:`broken_by_relaxation`) comes back as drawn. ``model_options`` go to the base sampler
+        where it takes them (e.g. ``precision``, ``stereo_guidance``; ETKDG takes none) and, all but
+        ``stereo_guidance`` (the polish has its own, ``guidance``), to the polish.
         """
         seed = int(seed) if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
         drawn = self.base.sample(mols, num_confs, sampler=sampler, steps=steps, seed=seed, device=device,
@@ -204,8 +220,10 @@ class PolishedSampler(ModelWrapper):
                 done = coords
             relaxed.append(done)
             broken.append(broken_by_relaxation(mol, coords, done))
+        polish_options = {k: v for k, v in model_options.items() if k != "stereo_guidance"}
         polished = polish_conformers(self.model, mols, relaxed, sigma_start=self.sigma_start, steps=self.steps,
-                                     seed=polish_seed(seed), device=device, **model_options)
+                                     seed=polish_seed(seed), device=device, stereo_guidance=self.guidance,
+                                     **polish_options)
         for coords, out, spoilt in zip(drawn, polished, broken):
             if spoilt.any():  # those conformers come back as drawn, unrelaxed and unpolished
                 source = _sources(coords, len(out))

@@ -13,6 +13,9 @@ from rdkit import Chem
 
 from molediff.chem.model import load_conformer_model
 from molediff.chem.parallel_sampler import ParallelConformerSampler, balanced_shards, shard_seed
+from molediff.chem.polish import (DEFAULT_POLISH_GUIDANCE, DEFAULT_POLISH_SIGMA, PolishedSampler,
+                                  broken_by_relaxation, polish_seed)
+from molediff.chem.relax import mmff_relaxed_coordinates
 from molediff.chem.sampler_protocol import ConformerSampler
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)NC", "C1CC1C#N", "OCC(O)CO", "C[C@H](N)C(=O)O"]
@@ -96,6 +99,22 @@ def test_start_conformers_travel_with_their_molecules(model, parallel):
     expected = _in_process(model, mols, 2, 3, balanced_shards([m.GetNumAtoms() ** 2 for m in mols], 2), **options)
     for got, want in zip(out, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_polished_sampler_draws_and_polishes_in_the_workers(model, parallel):
+    """``PolishedSampler(parallel)``: both model stages run in the workers, MMFF94 in the calling process."""
+    mols = _mols()[:4]
+    out = PolishedSampler(parallel, steps=2).sample(mols, 2, seed=5, steps=STEPS)
+    shards = balanced_shards([m.GetNumAtoms() ** 2 for m in mols], 2)
+    drawn = _in_process(model, mols, 2, 5, shards, steps=STEPS)
+    relaxed = [mmff_relaxed_coordinates(m, c) for m, c in zip(mols, drawn)]
+    polished = _in_process(model, mols, 2, polish_seed(5), shards, steps=2, init_conformers=relaxed,
+                           sigma_start=DEFAULT_POLISH_SIGMA,
+                           stereo_guidance=DEFAULT_POLISH_GUIDANCE)
+    for mol, d, r, got, want in zip(mols, drawn, relaxed, out, polished):
+        spoilt = broken_by_relaxation(mol, d, r)[:, None, None]  # those come back as drawn
+        np.testing.assert_array_equal(got, np.where(spoilt, d, want))
+        assert not np.array_equal(got, r) and not np.array_equal(got, d)
 
 
 def test_bad_calls_raise_before_any_work(parallel):

@@ -135,3 +135,28 @@ def test_broken_by_relaxation_ignores_conformers_that_were_invalid_already():
     nan = np.full_like(drawn[:1], np.nan)
     assert polish_module.broken_by_relaxation(mol, np.concatenate([squashed, nan]),
                                               np.concatenate([squashed, nan])).tolist() == [False, False, False]
+
+
+def test_the_polish_has_its_own_stereo_guidance(monkeypatch):
+    """``stereo_guidance`` of ``sample`` steers the base sampler; the polish uses the sampler's ``guidance``."""
+    seen: dict = {}
+
+    def recording(model, mols, coords, **kwargs):
+        seen.update(kwargs)
+        return [np.array(c) for c in coords]
+
+    class _Recorded(EtkdgSampler):
+        def sample(self, mols, num_confs, *, stereo_guidance=True, seed=None, **kwargs):
+            seen["base"] = stereo_guidance
+            return super().sample(mols, num_confs, seed=seed)
+
+    monkeypatch.setattr(polish_module, "polish_conformers", recording)
+    model = ConformerModel(tiny_config())
+    PolishedSampler(model, base=_Recorded()).sample([_mol("CCO")], 2, seed=0, stereo_guidance={"iters": 3},
+                                                    precision="fp32")
+    assert seen["base"] == {"iters": 3} and seen["precision"] == "fp32"
+    assert seen["stereo_guidance"] is polish_module.DEFAULT_POLISH_GUIDANCE is False
+    guided = PolishedSampler(model, base=_Recorded(), guidance=True)
+    guided.sample([_mol("CCO")], 2, seed=0)
+    assert seen["base"] is True and seen["stereo_guidance"] is True
+    assert guided.start_label.endswith("(4 steps, guided)")
