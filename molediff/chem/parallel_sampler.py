@@ -192,7 +192,7 @@ class ParallelConformerSampler(ModelWrapper):
         ValueError
             ``num_confs < 1``, a non-CPU ``device``, or ``init_conformers`` of the wrong length.
         RuntimeError
-            A worker process died (the next call starts new workers).
+            A worker process died since the last call or during this one (the next call starts new workers).
         """
         if num_confs < 1:
             raise ValueError(f"num_confs must be >= 1, got {num_confs}")
@@ -208,20 +208,20 @@ class ParallelConformerSampler(ModelWrapper):
         pool = self.start()._pool
         assert pool is not None
         futures = []
-        for number, items in enumerate(shards):
-            shard_options = {**options, "seed": shard_seed(seed, number)}
-            if init_conformers is not None:
-                shard_options["init_conformers"] = [np.asarray(init_conformers[i]) for i in items]
-            binaries = [mols[i].ToBinary(Chem.PropertyPickleOptions.AllProps) for i in items]
-            futures.append(pool.submit(_sample_shard, binaries, num_confs, shard_options))
         out: list[np.ndarray | None] = [None] * len(mols)
-        try:
+        try:  # a worker that died since the last call breaks the pool already at submission
+            for number, items in enumerate(shards):
+                shard_options = {**options, "seed": shard_seed(seed, number)}
+                if init_conformers is not None:
+                    shard_options["init_conformers"] = [np.asarray(init_conformers[i]) for i in items]
+                binaries = [mols[i].ToBinary(Chem.PropertyPickleOptions.AllProps) for i in items]
+                futures.append(pool.submit(_sample_shard, binaries, num_confs, shard_options))
             for items, future in zip(shards, futures):
                 for i, coords in zip(items, future.result()):
                     out[i] = np.asarray(coords, dtype=np.float64)
         except BrokenProcessPool as err:
             self.close()
-            raise RuntimeError("ParallelConformerSampler: a worker process died while sampling "
+            raise RuntimeError("ParallelConformerSampler: a worker process died before or while sampling "
                                f"{len(mols)} molecule(s); the next call starts new workers") from err
         finally:
             for future in futures:

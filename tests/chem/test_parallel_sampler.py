@@ -133,9 +133,12 @@ def test_a_dead_worker_fails_that_call_and_the_next_call_starts_fresh_workers(mo
     try:
         mols = _mols()[:2]
         first = sampler.sample(mols, 1, seed=0, steps=2)
-        for pid in list(sampler._pool._processes):  # noqa: SLF001 - the test kills a worker on purpose
-            os.kill(pid, signal.SIGKILL)
-            break
+        pool = sampler._pool  # noqa: SLF001 - the test kills a worker on purpose
+        pid = next(iter(pool._processes))  # noqa: SLF001
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30  # let the pool see the death first, or the other worker may take all
+        while not pool._broken and time.monotonic() < deadline:  # noqa: SLF001
+            time.sleep(0.05)
         with pytest.raises(RuntimeError, match="worker process died"):
             sampler.sample(mols, 1, seed=0, steps=2)
         again = sampler.sample(mols, 1, seed=0, steps=2)
