@@ -3,9 +3,12 @@
 Each configuration runs the command line as a user would (a fresh process: start-up, model load,
 featurisation, sampling, stereo checks and re-sampling, SDF writing) on the same SMILES file of
 seeded QM9 test molecules; configurations alternate ``--repeats`` times, and the table gives the
-median wall time and conformers written per second::
+median wall time and conformers written per second. ``--methods`` picks the pairs to time: ``model`` (the
+default command), ``etkdg`` (``--model etkdg``), ``polish`` (``--polish``, the most accurate path) and
+``etkdg+mmff`` (``--model etkdg --relax mmff``, its baseline)::
 
     python benchmarks/cli_workers.py --num-mols 300 -k 10 --workers 2 --repeats 2 --seed 0
+    python benchmarks/cli_workers.py --num-mols 200 -k 10 --workers 2 --repeats 2 --seed 0 --methods polish,etkdg+mmff
 """
 
 from __future__ import annotations
@@ -26,14 +29,28 @@ from molediff.chem.evaluation import select_molecules
 from molediff.data.qm9 import load_qm9
 
 
+#: ``--methods`` entry -> (label, options of ``molediff conformers``, whether --workers is RDKit's threads)
+METHODS: dict[str, tuple[str, list[str], bool]] = {
+    "model": ("model", [], False),
+    "etkdg": ("ETKDG", ["--model", "etkdg"], True),
+    "polish": ("model --polish", ["--polish"], False),
+    "etkdg+mmff": ("ETKDG --relax mmff", ["--model", "etkdg", "--relax", "mmff"], True),
+}
+
+
 def configurations(workers: int, methods: str = "model,etkdg") -> list[tuple[str, list[str]]]:
-    """``(label, extra CLI options)`` of each timed configuration of ``methods`` (``model``, ``etkdg``)."""
+    """``(label, extra CLI options)`` of each timed configuration of ``methods`` (comma-separated keys of
+    :data:`METHODS`), each in one process and with ``--workers``; unknown names raise ``ValueError``."""
+    names = [m for m in methods.split(",") if m]
+    unknown = sorted(set(names) - set(METHODS))
+    if unknown or not names:
+        raise ValueError(f"--methods {methods!r}: choose from {', '.join(METHODS)}")
     configs = []
-    if "model" in methods.split(","):
-        configs += [("model, 1 process", []), (f"model, --workers {workers}", ["--workers", str(workers)])]
-    if "etkdg" in methods.split(","):
-        configs += [("ETKDG, 1 thread", ["--model", "etkdg"]),
-                    (f"ETKDG, --workers {workers} (RDKit threads)", ["--model", "etkdg", "--workers", str(workers)])]
+    for name in names:
+        label, options, rdkit_threads = METHODS[name]
+        single, parallel = ("1 thread", f"--workers {workers} (RDKit threads)") if rdkit_threads else \
+            ("1 process", f"--workers {workers}")
+        configs += [(f"{label}, {single}", options), (f"{label}, {parallel}", [*options, "--workers", str(workers)])]
     return configs
 
 
@@ -49,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", default="model,etkdg", help="model, etkdg or both (default)")
+    parser.add_argument("--methods", default="model,etkdg",
+                        help=f"comma-separated, from {', '.join(METHODS)} (default model,etkdg)")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
 
+    try:
+        configs = configurations(args.workers, args.methods)
+    except ValueError as err:
+        parser.error(str(err))
     mols = select_molecules(load_qm9("test"), args.num_mols, seed=args.seed)
-    configs = configurations(args.workers, args.methods)
-    if not configs:
-        parser.error(f"--methods {args.methods!r}: choose model, etkdg or both")
     print(f"# cli_workers: QM9 test, {len(mols)} molecules, K={args.num_confs}, seed {args.seed}, "
           f"{args.repeats} alternating repeats, wall time of the whole command")
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.workers).items()))
