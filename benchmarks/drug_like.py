@@ -21,6 +21,7 @@ the same run on the same molecules with the same K. ``--oversize model,etkdg`` r
 Usage::
 
     python benchmarks/drug_like.py --num-mols 40 -k 5 --seed 0 --threads 2 "" "guidance.iters=60"
+    python benchmarks/drug_like.py --num-mols 100 -k 5 --seed 0 --threads 2 "" --polish --refine ""
 """
 
 from __future__ import annotations
@@ -115,16 +116,20 @@ def score(label: str, mols: Sequence[Chem.Mol], coords: Sequence[np.ndarray], k:
             f"{np.median(strain) if strain else float('nan'):.1f} | {produced / seconds:.2f} | {failed} |")
 
 
-def product_row(mols: Sequence[Chem.Mol], k: int, seed: int, model: Any, oversize: str = "model") -> str:
-    """The ``molediff conformers`` path (stereo fix, re-sampling, only passing conformers kept)."""
+def product_row(mols: Sequence[Chem.Mol], k: int, seed: int, model: Any, oversize: str = "model",
+                polish: bool = False) -> str:
+    """The ``molediff conformers`` path (stereo fix, re-sampling, only passing conformers kept); with ``polish``,
+    ``molediff conformers --polish`` (:class:`molediff.chem.polish.PolishedSampler`)."""
     from molediff.chem.generate import generate_conformers_batch
+    from molediff.chem.polish import PolishedSampler
 
+    sampler = PolishedSampler(model) if polish else model
     t0 = time.perf_counter()
-    results = list(generate_conformers_batch(mols, k, seed=seed, model=model, oversize=oversize))
+    results = list(generate_conformers_batch(mols, k, seed=seed, model=sampler, oversize=oversize))
     seconds = time.perf_counter() - t0
     coords = [np.array([c.GetPositions() for c in r.mol.GetConformers()]) if r.ok else np.zeros((0, m.GetNumAtoms(), 3))
               for r, m in zip(results, mols)]
-    label = "" if oversize == "model" else f" --oversize {oversize}"
+    label = ("" if oversize == "model" else f" --oversize {oversize}") + (" --polish" if polish else "")
     return score(f"product path (`molediff conformers{label}`)", mols, coords, k, seconds)
 
 
@@ -144,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oversize", default="model",
                         help="comma-separated oversize policies of the product-path rows (model, etkdg)")
     parser.add_argument("--no-etkdg", action="store_true", help="skip the ETKDG row")
+    parser.add_argument("--polish", action="store_true",
+                        help="also the product path with --polish (MMFF94, then the model from 0.1 Å) and "
+                             "ETKDGv3 + MMFF94")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     try:
@@ -182,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_product:
         for policy in args.oversize.split(","):
             print(product_row(mols, args.num_confs, args.seed, model, policy))
+        if args.polish:
+            print(product_row(mols, args.num_confs, args.seed, model, polish=True))
     if not args.no_etkdg:
         t0 = time.perf_counter()
         embedded = [etkdg_conformers(m, args.num_confs, seed=args.seed, num_threads=args.threads) for m in mols]
@@ -189,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         coords = [np.array([r.mol.GetConformer(c).GetPositions() for c in r.conf_ids]).reshape(-1, m.GetNumAtoms(), 3)
                   for r, m in zip(embedded, mols)]
         print(score(f"ETKDGv3 ({args.threads} RDKit threads)", mols, coords, args.num_confs, seconds))
+        if args.polish:
+            t0 = time.perf_counter()
+            relaxed = [etkdg_conformers(m, args.num_confs, seed=args.seed, num_threads=args.threads, mmff=True)
+                       for m in mols]
+            seconds = time.perf_counter() - t0
+            coords = [np.array([r.mol.GetConformer(c).GetPositions() for c in r.conf_ids])
+                      .reshape(-1, m.GetNumAtoms(), 3) for r, m in zip(relaxed, mols)]
+            print(score(f"ETKDGv3 + MMFF94 ({args.threads} RDKit threads)", mols, coords, args.num_confs, seconds))
     return 0
 
 
