@@ -42,8 +42,7 @@ def configurations(workers: int, methods: str = "model,etkdg") -> list[tuple[str
     """``(label, extra CLI options)`` of each timed configuration of ``methods`` (comma-separated keys of
     :data:`METHODS`), each in one process and with ``--workers``; unknown names raise ``ValueError``."""
     names = [m for m in methods.split(",") if m]
-    unknown = sorted(set(names) - set(METHODS))
-    if unknown or not names:
+    if not names or not set(names) <= set(METHODS):
         raise ValueError(f"--methods {methods!r}: choose from {', '.join(METHODS)}")
     configs = []
     for name in names:
