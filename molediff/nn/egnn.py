@@ -232,7 +232,7 @@ class EGNN(nn.Module):
             d = (x[dst] - x[src]).norm(dim=-1)
             env = cosine_cutoff(d, self.radius)
             weight = torch.where(edges.geometric_only, env, torch.ones_like(env)).unsqueeze(-1)
-        deg = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device).index_add_(0, dst, weight.new_ones(src.shape[0], 1))
+        deg = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device).index_add_(0, dst, weight)  # fading edges count as they fade
         inv_deg = 1.0 / deg.clamp_min(1.0)
         disp = torch.zeros_like(x)
         for layer in self.layers:

@@ -187,7 +187,7 @@ class TensorFieldNetwork(nn.Module):
         if self.radius is not None:
             weight = torch.where(edges.geometric_only, cosine_cutoff(d, self.radius), weight)
         weight = weight.unsqueeze(-1)
-        deg = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device).index_add_(0, dst, torch.ones_like(weight))
+        deg = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device).index_add_(0, dst, weight)  # fading edges count as they fade
         inv_deg = 1.0 / deg.clamp_min(1.0)
         edge_scalars = torch.cat([self.rbf(d), edges.edge_attr], dim=-1)
         for layer in self.layers:

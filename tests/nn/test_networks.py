@@ -155,3 +155,21 @@ def test_geometric_edges_only_and_noise_dependence():
     x = torch.randn(9, 3)
     a, b = net(x, torch.zeros(9)), net(x, torch.ones(9))
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", ["egnn", "gfn", "tfn"])
+def test_radius_edges_enter_the_graph_continuously(name):
+    """An edge entering the radius has envelope weight 0, so it must not change the output by a jump.
+
+    Regression: the mean aggregation divided by the *number* of edges, so a node's normaliser jumped from
+    1/k to 1/(k + 1) the moment a neighbour crossed the radius, although that neighbour's message was 0.
+    """
+    net = make_net(name, "radius", torch.float64)  # radius 1.8
+    inp = make_inputs([4], 0, torch.float64)
+    cond = {k: v for k, v in inp.items() if k not in ("x", "c_noise")}  # chain bonds 0-1-2-3
+    outs = []
+    with torch.no_grad():
+        for r in (1.8 - 1e-9, 1.8 + 1e-9):  # node 3 just inside / just outside the radius of node 0
+            x = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.4, 0.0], [0.3, 1.1, 0.2], [r, 0.0, 0.0]], dtype=torch.float64)
+            outs.append(net(x, inp["c_noise"], **cond))
+    assert (outs[0] - outs[1]).abs().max() <= 1e-6 * outs[0].abs().max()
