@@ -205,7 +205,8 @@ class Trainer:
         rng = ck.section(f"rng.rank{self.env.rank}")
         same_world = int(meta.get("world_size", 1)) == self.env.world_size
         saved_batch = int(meta.get("config", {}).get("training", {}).get("batch_size", self.cfg.training.batch_size))
-        if not same_world or saved_batch != self.cfg.training.batch_size:
+        restart_epoch = not same_world or saved_batch != self.cfg.training.batch_size
+        if restart_epoch:
             self.batches_in_epoch = 0  # restart the epoch under the new sharding or batch size
         self._epoch_data_state = rng["epoch_start.data"] if same_world else self.data_gen.get_state()
         self.data_gen.set_state(self._epoch_data_state)
@@ -217,6 +218,8 @@ class Trainer:
         else:
             warnings.warn(f"checkpoint was written with world size {meta.get('world_size')}; RNG streams reseeded", stacklevel=2)
             seed_everything(self.cfg.training.seed + 7919 * self.env.rank + self.step)
+        if restart_epoch:
+            self._iter = None  # the new epoch draws from the generators as restored; _next_batch records its start
 
     # ------------------------------------------------------------------ loop
     def _next_batch(self) -> Any:

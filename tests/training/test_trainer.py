@@ -189,3 +189,21 @@ def test_bf16_uses_the_network_edge_path_on_cpu(tmp_path, toy_config):
 def test_not_a_task_is_a_type_error(tmp_path, toy_config):
     with pytest.raises(TypeError, match="missing method"):
         Trainer(toy_config(tmp_path), task=object())
+
+
+def test_exact_resume_within_an_epoch_restarted_by_a_batch_size_change(tmp_path, toy_config):
+    """After a resume that restarts the epoch (new batch size), a second resume inside that epoch must
+    replay the batches that were actually drawn (the epoch's start state was recorded before the
+    generators were restored, so the replay drew another permutation)."""
+    import shutil
+
+    Trainer(toy_config(tmp_path / "a", steps=20, ckpt_every=5), max_steps=5).fit()  # 5 of 6 batches of 16
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    straight = Trainer(toy_config(tmp_path / "a", steps=10, batch_size=24), resume=True)
+    assert straight.fit().step == 10
+    first = Trainer(toy_config(tmp_path / "b", steps=10, batch_size=24), resume=True, max_steps=7)
+    assert first.fit().reason == "max_steps" and first.batches_in_epoch == 2  # 2 of 4 batches of 24
+    resumed = Trainer(toy_config(tmp_path / "b", steps=10, batch_size=24), resume=True)
+    assert (resumed.step, resumed.batches_in_epoch) == (7, 2)
+    assert resumed.fit().step == 10
+    _assert_same_state(straight, resumed)
