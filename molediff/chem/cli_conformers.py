@@ -160,6 +160,11 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
             return f"{option} {path}: folder {folder} does not exist or is not writable"
+    named = [(option, path, os.path.realpath(path)) for option, path in
+             (("-i", args.input), ("-o", args.output), ("--failures", args.failures)) if path]
+    for (opt_a, path_a, real_a), (opt_b, path_b, real_b) in itertools.combinations(named, 2):
+        if real_a == real_b:
+            return f"{opt_a} {path_a} and {opt_b} {path_b} are the same file; writing it would destroy the other"
     return None
 
 

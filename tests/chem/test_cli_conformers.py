@@ -273,3 +273,17 @@ def test_workers_report_a_usage_error_once_before_starting_any_worker(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("--steps must be >= 1, got 0") == 1 and "worker" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_input_output_and_failures_on_the_same_file_are_usage_errors(tmp_path, capsys):
+    sdf = tmp_path / "in.sdf"
+    sdf.write_text(Chem.MolToMolBlock(Chem.MolFromSmiles("CCO")) + "$$$$\n")
+    before = sdf.read_text()
+    (tmp_path / "link.sdf").symlink_to(sdf)
+    for extra in (["-o", str(sdf)], ["-o", str(tmp_path / "link.sdf")],
+                  ["-o", str(tmp_path / "out.sdf"), "--failures", str(sdf)],
+                  ["-o", str(tmp_path / "out.sdf"), "--failures", str(tmp_path / "out.sdf")]):
+        assert main(["conformers", "-i", str(sdf), *extra, "--model", "etkdg", "-q"]) == 2
+        assert "are the same file" in capsys.readouterr().err
+    assert sdf.read_text() == before  # the input is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.sdf", "link.sdf"]
