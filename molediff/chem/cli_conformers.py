@@ -176,6 +176,8 @@ def _option_value_problem(args: argparse.Namespace) -> str | None:
         return f"unknown --sampler {args.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}"
     if args.steps is not None and args.steps < 1:
         return f"--steps must be >= 1, got {args.steps}"
+    if args.seed is not None and args.seed < 0:
+        return f"--seed must be >= 0, got {args.seed}"
     if args.sigma_start is not None and not args.sigma_start > 0:
         return f"--sigma-start must be > 0 (Å), got {args.sigma_start}"
     if args.prune_rms is not None and not args.prune_rms >= 0:

@@ -150,6 +150,8 @@ def generate_conformers_batch(
         from molediff.chem.relax import require_xtb
         require_xtb()
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     state: dict = {}
     for chunk in _chunks(records_from_strings(inputs), batch_size):
         yield from _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_rms, device,

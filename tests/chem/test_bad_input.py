@@ -100,3 +100,8 @@ def test_empty_file_and_unreadable_sdf_via_cli(tmp_path, capsys):
     assert main(["conformers", "-i", str(sdf), "-o", str(tmp_path / "o.sdf"), "--model", "etkdg", "-q",
                  "--failures", str(rep)]) == 1
     assert "unreadable SDF block" in rep.read_text()
+
+
+def test_a_negative_seed_is_a_value_error_before_any_molecule(fake_model):
+    with pytest.raises(ValueError, match="seed must be >= 0, got -5"):
+        next(generate_conformers_batch(["CCO"], 1, -5, model=fake_model))

@@ -235,6 +235,7 @@ def test_a_csv_without_the_named_column_is_a_usage_error_before_any_output(tmp_p
     ("--prune-rms", "-1", "--prune-rms must be >= 0"),
     ("--max-resample-rounds", "-1", "--max-resample-rounds must be >= 0"),
     ("--max-atoms", "0", "--max-atoms must be >= 1"),
+    ("--seed", "-5", "--seed must be >= 0, got -5"),
 ])
 def test_numeric_options_out_of_range_are_usage_errors(option, value, message, capsys):
     assert main(["conformers", "CCO", option, value, "--start", "etkdg", "-q"]) == 2
@@ -287,3 +288,9 @@ def test_input_output_and_failures_on_the_same_file_are_usage_errors(tmp_path, c
         assert "are the same file" in capsys.readouterr().err
     assert sdf.read_text() == before  # the input is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.sdf", "link.sdf"]
+
+
+def test_a_negative_seed_is_a_usage_error_before_any_output(tmp_path, capsys):
+    assert main(["conformers", "CCO", "-o", str(tmp_path / "out.sdf"), "--seed", "-5", "-q"]) == 2
+    assert "--seed must be >= 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
