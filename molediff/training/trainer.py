@@ -194,7 +194,9 @@ class Trainer:
         if self.ema is not None:
             if meta.get("ema") is None:
                 raise RuntimeError(f"{path} holds no EMA state but the config enables EMA")
-            self.ema.load_state_dict({**meta["ema"], "shadow": ck.section("ema")})
+            # the average and its update count from the checkpoint; decay and warm-up as configured now
+            self.ema.load_state_dict({**meta["ema"], "decay": self.ema.decay, "warmup": self.ema.warmup,
+                                      "shadow": ck.section("ema")})
         self.optimizer.load_state_dict(unflatten_optimizer_state(ck.tensors, meta["optimizer"]))
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.batches_in_epoch = int(meta["batches_in_epoch"])

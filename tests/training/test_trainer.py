@@ -207,3 +207,14 @@ def test_exact_resume_within_an_epoch_restarted_by_a_batch_size_change(tmp_path,
     assert (resumed.step, resumed.batches_in_epoch) == (7, 2)
     assert resumed.fit().step == 10
     _assert_same_state(straight, resumed)
+
+
+def test_resume_uses_the_configured_ema_decay(tmp_path, toy_config):
+    """The resumed run's config (written to config.yaml and the export) must be the one in force: a changed
+    ``ema.decay`` was silently replaced by the checkpoint's."""
+    Trainer(toy_config(tmp_path, steps=4)).fit()  # ema.decay 0.9
+    raw = toy_raw(tmp_path, steps=6)
+    raw["ema"] = {"decay": 0.5, "warmup": False}
+    resumed = Trainer(config_from_dict(raw), resume=True)
+    assert resumed.ema.num_updates == 4  # the average and its count are restored ...
+    assert (resumed.ema.decay, resumed.ema.warmup) == (0.5, False)  # ... the schedule is the configured one
