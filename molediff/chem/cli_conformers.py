@@ -178,8 +178,8 @@ def _option_value_problem(args: argparse.Namespace) -> str | None:
         return f"--steps must be >= 1, got {args.steps}"
     if args.seed is not None and args.seed < 0:
         return f"--seed must be >= 0, got {args.seed}"
-    if args.sigma_start is not None and not args.sigma_start > 0:
-        return f"--sigma-start must be > 0 (Å), got {args.sigma_start}"
+    if args.sigma_start is not None and not 0 < args.sigma_start < float("inf"):
+        return f"--sigma-start must be > 0 (Å) and finite, got {args.sigma_start}"
     if args.prune_rms is not None and not args.prune_rms >= 0:
         return f"--prune-rms must be >= 0 (Å), got {args.prune_rms}"
     if args.max_resample_rounds < 0:

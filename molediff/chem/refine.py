@@ -65,8 +65,8 @@ class EtkdgRefinedSampler(ModelWrapper):
 
     def __init__(self, model: Any, sigma_start: float = DEFAULT_SIGMA_START, steps: int = DEFAULT_REFINE_STEPS,
                  etkdg: EtkdgSampler | None = None, prior_share: float = 0.0) -> None:
-        if not sigma_start > 0:
-            raise ValueError(f"sigma_start must be > 0, got {sigma_start}")
+        if not 0 < sigma_start < float("inf"):
+            raise ValueError(f"sigma_start must be > 0 and finite, got {sigma_start}")
         if not 0.0 <= prior_share < 1.0:
             raise ValueError(f"prior_share must be in [0, 1) (1 is the model alone), got {prior_share}")
         super().__init__(model)

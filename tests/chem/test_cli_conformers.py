@@ -232,6 +232,7 @@ def test_a_csv_without_the_named_column_is_a_usage_error_before_any_output(tmp_p
     ("--steps", "0", "--steps must be >= 1, got 0"),
     ("--sigma-start", "-0.5", "--sigma-start must be > 0"),
     ("--sigma-start", "nan", "--sigma-start must be > 0"),
+    ("--sigma-start", "inf", "--sigma-start must be > 0 (Å) and finite, got inf"),
     ("--prune-rms", "-1", "--prune-rms must be >= 0"),
     ("--max-resample-rounds", "-1", "--max-resample-rounds must be >= 0"),
     ("--max-atoms", "0", "--max-atoms must be >= 1"),

@@ -56,6 +56,8 @@ def test_failed_embeddings_reuse_the_others_or_fall_back_to_the_prior():
 def test_sigma_start_must_be_positive():
     with pytest.raises(ValueError, match="sigma_start"):
         EtkdgRefinedSampler(ConformerModel(tiny_config()), sigma_start=0.0)
+    with pytest.raises(ValueError, match="sigma_start must be > 0 and finite, got inf"):
+        EtkdgRefinedSampler(ConformerModel(tiny_config()), sigma_start=float("inf"))
 
 
 def test_prior_count_rounds_halves_up():
