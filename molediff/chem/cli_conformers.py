@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
-    from molediff.chem.errors import EmptyInputError, MissingDependencyError
+    from molediff.chem.errors import EmptyInputError, InputFileError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
     from molediff.chem.io_read import count_records, read_inputs, records_from_strings
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_format
@@ -357,6 +357,10 @@ def _run(args: argparse.Namespace) -> int:
     except EmptyInputError as err:
         bar.close()
         _err(str(err))
+        return 1
+    except (InputFileError, OSError) as err:  # the input breaks off midway (a truncated .gz)
+        bar.close()
+        _err(f"{args.input}: {err}; molecules written so far are kept, rerun with --resume once the file is fixed")
         return 1
     except KeyboardInterrupt:
         bar.close()

@@ -15,6 +15,7 @@ import csv
 import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TextIO
 
@@ -103,9 +104,12 @@ def read_inputs(path: str | os.PathLike, *, smiles_column: str | None = None,
                           delimiter="\t" if fmt == "tsv" else ",")
         else:
             it = read_sdf(handle)
-        for rec in it:
-            n += 1
-            yield rec
+        try:
+            for rec in it:
+                n += 1
+                yield rec
+        except (EOFError, zlib.error) as err:  # a truncated or corrupt .gz
+            raise InputFileError(f"truncated or corrupt after {n} record(s): {err}") from None
     if n == 0:
         raise EmptyInputError(f"input file {os.fspath(path)!r} contains no molecules")
 
@@ -240,5 +244,5 @@ def count_records(path: str | os.PathLike) -> int | None:
             if fmt == "sdf":
                 return sum(1 for line in handle if line.startswith("$$$$"))
             return max(sum(1 for _ in handle) - (1 if fmt in ("csv", "tsv") else 0), 0)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zlib.error):
         return None

@@ -295,3 +295,22 @@ def test_a_negative_seed_is_a_usage_error_before_any_output(tmp_path, capsys):
     assert main(["conformers", "CCO", "-o", str(tmp_path / "out.sdf"), "--seed", "-5", "-q"]) == 2
     assert "--seed must be >= 0" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_gz_input_stops_with_a_message_and_resume_finishes_it(tmp_path, capsys):
+    import gzip
+
+    text = "".join(f"{SMILES[k % 3]} mol{k}\n" for k in range(300))
+    full = gzip.compress(text.encode())
+    inp, out = tmp_path / "in.smi.gz", tmp_path / "out.sdf"
+    inp.write_bytes(full[: len(full) // 2])
+    args = ["conformers", "-i", str(inp), "-o", str(out), "-n", "1", "--model", "etkdg", "--seed", "0",
+            "--batch-size", "8", "-q"]
+    assert main(args) == 1  # no traceback
+    err = capsys.readouterr().err
+    assert f"{inp}: truncated or corrupt after" in err and "--resume" in err
+    written = [int(m.GetProp("molediff_input_index")) for m in Chem.SDMolSupplier(str(out))]
+    assert 0 < len(written) < 300 and written == list(range(len(written)))
+    inp.write_bytes(full)  # the file is fixed
+    assert main(args + ["--resume"]) == 0
+    assert [int(m.GetProp("molediff_input_index")) for m in Chem.SDMolSupplier(str(out))] == list(range(300))
