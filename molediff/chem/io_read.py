@@ -77,9 +77,10 @@ def input_format(path: str | os.PathLike) -> str:
 
 
 def _open_text(path: str | os.PathLike) -> TextIO:
+    # utf-8-sig drops a byte-order mark before any parser sees it (a BOM before a quoted CSV header hid the column)
     if os.fspath(path).lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def read_inputs(path: str | os.PathLike, *, smiles_column: str | None = None,

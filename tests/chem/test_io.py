@@ -116,3 +116,14 @@ def test_writer_resume_truncates_partial_chunk_and_refuses_other_options(tmp_pat
     w = CheckpointedWriter(out, "sdf", resume=True, options={"n": 2})
     assert w.done(0) and w.done(3) and not w.done(1)
     w.discard_state()
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.csv.gz"])
+def test_a_byte_order_mark_before_a_quoted_csv_header_keeps_the_columns(tmp_path, name):
+    import gzip
+
+    data = '\ufeff"ID","Name, full","smi"\r\n"m1","ethanol, abs","CCO"\r\nm2,"x ""y""",CCN\r\n'.encode("utf-8")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    recs = list(read_inputs(path))
+    assert [(r.id, r.smiles, r.line) for r in recs] == [("m1", "CCO", 2), ("m2", "CCN", 3)]
