@@ -252,7 +252,7 @@ def prune_conformers(mol: Chem.Mol, threshold: float) -> None:
     """Greedy heavy-atom RMSD pruning (symmetry-aware), keeping the first of similar conformers."""
     from rdkit.Chem import rdMolAlign
     heavy = Chem.RemoveHs(mol, sanitize=False)
-    if heavy.GetNumAtoms() < 3:
+    if heavy.GetNumAtoms() == 0:
         return
     kept: list[int] = []
     for conf in list(mol.GetConformers()):

@@ -28,3 +28,13 @@ def test_pruning_keeps_the_first_of_near_duplicates():
     ids_after = [c.GetId() for c in mol.GetConformers()]
     assert ids_after[0] == ids_before[0]
     assert ids_before[1] not in ids_after and ids_before[2] not in ids_after
+
+
+def test_pruning_also_applies_to_one_and_two_heavy_atoms():
+    for smiles in ("C", "O", "CC"):  # heavy-atom RMSD of copies is ~0: one conformer is left
+        mol = generate_conformers(smiles, 5, 0, model="etkdg")
+        first = mol.GetConformer(0).GetPositions()
+        for conf in list(mol.GetConformers())[1:]:
+            conf.SetPositions(first + 0.01)
+        prune_conformers(mol, 0.1)
+        assert mol.GetNumConformers() == 1, smiles
