@@ -47,10 +47,15 @@ def _velocity(denoiser: Callable, space: Space, cond: dict) -> Callable[[Tensor,
     return v
 
 
+# torchdiffeq's fixed-step methods take one step per pair of output times: they need the whole grid
+_FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
+
+
 def _integrate(f, state, s0: float, s1: float, method: str, num_steps: int, rtol: float, atol: float, ref: Tensor):
     """Integrate ``d state/dσ = f(σ, state)`` from ``s0`` to ``s1`` (tuples of tensors allowed)."""
+    grid = torch.logspace(math.log10(s0), math.log10(s1), num_steps + 1, dtype=torch.float64)
     if method == "heun":
-        grid = torch.logspace(math.log10(s0), math.log10(s1), num_steps + 1, dtype=torch.float64).tolist()
+        grid = grid.tolist()
         for a, b in zip(grid[:-1], grid[1:]):
             ta, tb = ref.new_tensor(a), ref.new_tensor(b)
             k1 = f(ta, state)
@@ -60,7 +65,8 @@ def _integrate(f, state, s0: float, s1: float, method: str, num_steps: int, rtol
         return state
     from torchdiffeq import odeint
 
-    span = torch.tensor([s0, s1], dtype=ref.dtype, device=ref.device)
+    span = grid if method in _FIXED_GRID_METHODS else torch.tensor([s0, s1], dtype=torch.float64)
+    span = span.to(dtype=ref.dtype, device=ref.device)
     return tuple(y[-1] for y in odeint(f, state, span, rtol=rtol, atol=atol, method=method))
 
 
@@ -87,7 +93,8 @@ def log_likelihood(
     num_probes : int
         Hutchinson probes averaged per evaluation (variance falls as ``1/num_probes``).
     method : str
-        A torchdiffeq method (``"dopri5"``, ``"rk4"``, ...) or ``"heun"`` (fixed ``num_steps``).
+        A torchdiffeq method (``"dopri5"``, ``"rk4"``, ...) or ``"heun"``; fixed-step methods take ``num_steps``
+        steps on a geometric σ grid.
 
     Shapes
     ------

@@ -248,7 +248,8 @@ def sample_adaptive(
     """Adaptive PF-ODE solve ``dx/dσ = (x - D)/σ`` with torchdiffeq (default dopri5; Dormand & Prince 1980).
 
     Integrates from ``sigmas[0]`` to the smallest positive level of the grid, then denoises if the grid ends
-    in 0. The number of denoiser evaluations is stored in ``info["nfe"]`` and passed to ``callback``.
+    in 0; a fixed-step method (``"rk4"``, ``"euler"``, ...) steps through every positive level of the grid.
+    The number of denoiser evaluations is stored in ``info["nfe"]`` and passed to ``callback``.
     Error control uses the max-norm over all entries (so no sample of the batch is left inaccurate);
     adaptive step control reads error norms on the host (one synchronisation per step, by design).
     """
@@ -265,7 +266,10 @@ def sample_adaptive(
         return (y - d) / s.to(y.dtype)
 
     if positive[-1] < positive[0]:
-        span = torch.tensor([positive[0], positive[-1]], dtype=x.dtype, device=x.device)
+        # fixed-step torchdiffeq methods step between output times: give them every positive level of the grid
+        adaptive = method in _ADAPTIVE_METHODS + ("scipy_solver",)
+        levels = [positive[0], positive[-1]] if adaptive else sorted(set(positive), reverse=True)
+        span = torch.tensor(levels, dtype=x.dtype, device=x.device)
         # max-norm error control: torchdiffeq's default RMS over the whole batch lets a few samples drift
         options = {"norm": lambda t: t.abs().max()} if method in _ADAPTIVE_METHODS else None
         x = odeint(velocity, x, span, rtol=rtol, atol=atol, method=method, options=options)[-1]

@@ -119,6 +119,18 @@ def test_callback_and_info():
     assert info["nfe"] > 5
 
 
+def test_adaptive_with_a_fixed_step_method_uses_the_grid():
+    """A fixed-step torchdiffeq method (rk4) steps through the grid's levels, not once from σ_max to σ_min."""
+    gm = mixture_2d(torch.float64)
+    x = prior_sample(EuclideanSpace(), (64, 2), 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    grid = EDM().sigmas(64, dtype=torch.float64)
+    ref = sample("adaptive", gm.denoiser, x, grid, rtol=1e-8, atol=1e-8)
+    info = {}
+    out = sample("adaptive", gm.denoiser, x, grid, method="rk4", info=info)
+    assert info["nfe"] == 4 * 63 + 1
+    assert (out - ref).abs().max() < 1e-3
+
+
 def test_invalid_inputs():
     gm = mixture_2d()
     x = torch.randn(4, 2)
