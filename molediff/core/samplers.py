@@ -74,8 +74,8 @@ def _setup(x: Tensor, sigmas: Union[Tensor, Sequence[float]], space: Optional[Sp
         raise ShapeError(f"sigmas must be a 1-d grid with at least 2 entries, got shape {list(grid.shape)}")
     if not bool(torch.isfinite(grid).all()) or bool((grid < 0).any()) or bool((grid[1:] > grid[:-1]).any()):
         raise ValueError("sigmas must be finite, non-negative and non-increasing")
-    if not grid[0] > 0:
-        raise ValueError("sigmas[0] must be > 0")
+    if not bool((grid[:-1] > 0).all()):
+        raise ValueError("sigmas must be > 0 except the last entry (a step from or to a repeated 0 divides by 0)")
     return grid.tolist(), space if space is not None else EuclideanSpace()
 
 
@@ -231,7 +231,7 @@ def sample_dpmpp_2m(
             x = d
         else:
             d_eff = d
-            if old is not None:
+            if old is not None and grid[i - 1] > s > s_next:  # a repeated level has step 0: first order
                 r = math.log(grid[i - 1] / s) / math.log(s / s_next)
                 d_eff = (1 + 0.5 / r) * d - (0.5 / r) * old
             x = (s_next / s) * x + (1 - s_next / s) * d_eff

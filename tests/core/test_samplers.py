@@ -131,6 +131,15 @@ def test_adaptive_with_a_fixed_step_method_uses_the_grid():
     assert (out - ref).abs().max() < 1e-3
 
 
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_repeated_levels_are_allowed(name):
+    """The grid may repeat a level (non-increasing): a zero-length step, not a division by zero."""
+    gm = mixture_2d(torch.float64)
+    x = prior_sample(EuclideanSpace(), (8, 2), 5.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sample(name, gm.denoiser, x, torch.tensor([5.0, 1.0, 1.0, 0.5, 0.0]), generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(out).all()
+
+
 def test_invalid_inputs():
     gm = mixture_2d()
     x = torch.randn(4, 2)
@@ -138,6 +147,9 @@ def test_invalid_inputs():
         sample_euler(gm.denoiser, x, torch.tensor([1.0, 2.0, 0.0]))
     with pytest.raises(ShapeError):
         sample_euler(gm.denoiser, x, torch.ones(2, 2))
+    for name in SAMPLERS:  # a 0 before the end would divide by σ = 0 (NaN or ZeroDivisionError)
+        with pytest.raises(ValueError, match="except the last"):
+            sample(name, gm.denoiser, x, torch.tensor([5.0, 1.0, 0.0, 0.0]))
     with pytest.raises(DTypeError):
         sample_euler(gm.denoiser, torch.ones(4, 2, dtype=torch.long), EDM().sigmas(3))
     with pytest.raises(ValueError, match="unknown sampler"):
