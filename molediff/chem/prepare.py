@@ -136,7 +136,9 @@ def prepare_molecule(source: str | Chem.Mol, *, fragments: str = "largest",
                                 "use fragments='largest' to keep the largest")
         with rdBase.BlockLogs():
             kept = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
-        removed = [n for n in (Chem.MolToSmiles(f) for f in frags) if n != Chem.MolToSmiles(kept)]
+        removed = [Chem.MolToSmiles(f) for f in frags]
+        if Chem.MolToSmiles(kept) in removed:  # one copy only: CCO.CCO removed CCO, not nothing
+            removed.remove(Chem.MolToSmiles(kept))
         notes.append(f"kept largest fragment, removed {'.'.join(removed)}")
         mol = kept
 

@@ -42,6 +42,7 @@ def test_fragments_keep_largest_or_fail(fake_model):
     assert mol.GetProp("molediff_smiles") == "CC(=O)[O-]" and "removed [Na+]" in mol.GetProp("molediff_warnings")
     with pytest.raises(E.FragmentError, match="2 disconnected fragments"):
         generate_conformers("CC(=O)[O-].[Na+]", 1, 0, model=fake_model, fragments="fail")
+    assert prepare_molecule("CCO.CCO").warnings == ["kept largest fragment, removed CCO"]  # a duplicate
 
 
 def test_radicals_can_be_allowed_with_warning():
