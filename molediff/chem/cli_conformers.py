@@ -241,7 +241,11 @@ def run(args: argparse.Namespace) -> int:
         from molediff.chem.local_ranks import run_local_ranks, without_option
 
         return run_local_ranks(without_option(args.raw_argv, "--workers"), args.workers)
-    return _run(args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # while loading the model or finishing (the loop reports its own)
+        _err("interrupted; completed molecules are saved, rerun with --resume to finish")
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -314,3 +314,14 @@ def test_a_truncated_gz_input_stops_with_a_message_and_resume_finishes_it(tmp_pa
     inp.write_bytes(full)  # the file is fixed
     assert main(args + ["--resume"]) == 0
     assert [int(m.GetProp("molediff_input_index")) for m in Chem.SDMolSupplier(str(out))] == list(range(300))
+
+
+def test_ctrl_c_while_loading_the_model_exits_130_without_a_traceback(tmp_path, capsys, monkeypatch):
+    import molediff.chem.generate as generate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "resolve_model", interrupted)
+    assert main(["conformers", "CCO", "-o", str(tmp_path / "out.sdf"), "-q"]) == 130
+    assert "interrupted" in capsys.readouterr().err
