@@ -214,9 +214,8 @@ class SubVP(VPLinear):
         return -2 * self.alpha(t) * self.d_alpha(t)
 
     def t_from_sigma(self, sigma: TimeLike) -> Tensor:
-        s = _t(sigma)
-        alpha = 2 / (s + (s.square() + 4).sqrt())  # root of α² + σ̂ α - 1 = 0
-        return self._t_from_log_alpha(alpha.log())
+        # α = 2 / (σ̂ + sqrt(σ̂² + 4)), the root of α² + σ̂ α - 1 = 0, so log α = -asinh(σ̂/2) (no rounding of α near 1)
+        return self._t_from_log_alpha(-torch.asinh(0.5 * _t(sigma)))
 
 
 class VPCosine(NoiseSchedule):
@@ -238,7 +237,9 @@ class VPCosine(NoiseSchedule):
         return torch.cos(self._phi(_t(t))) / self._c0
 
     def sigma(self, t: TimeLike) -> Tensor:
-        return (1 - self.alpha(t).square()).clamp(min=0).sqrt()
+        # 1 - α² = (cos²φ0 - cos²φ) / c0² = sin(φ - φ0) sin(φ + φ0) / c0²: no cancellation at small t
+        t, half = _t(t), math.pi / 2 / (1 + self.s)
+        return (torch.sin(t * half) * torch.sin((t + 2 * self.s) * half)).clamp(min=0).sqrt() / self._c0
 
     def d_alpha(self, t: TimeLike) -> Tensor:
         return -torch.sin(self._phi(_t(t))) / self._c0 * (math.pi / 2 / (1 + self.s))
@@ -247,8 +248,10 @@ class VPCosine(NoiseSchedule):
         return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
 
     def t_from_sigma(self, sigma: TimeLike) -> Tensor:
-        alpha = torch.rsqrt(1 + _t(sigma).square())
-        return torch.arccos(alpha * self._c0) * (2 * (1 + self.s) / math.pi) - self.s
+        # cos φ = c0 / sqrt(1 + σ̂²), i.e. tan φ = sqrt(σ̂² + sin²φ0) / c0 (arccos near 1 loses precision)
+        sin0 = math.sin(self.s / (1 + self.s) * math.pi / 2)
+        phi = torch.atan((_t(sigma).square() + sin0**2).sqrt() / self._c0)
+        return phi * (2 * (1 + self.s) / math.pi) - self.s
 
 
 class VE(NoiseSchedule):
