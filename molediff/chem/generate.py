@@ -138,6 +138,10 @@ def generate_conformers_batch(
         raise ValueError(f"oversize must be one of {OVERSIZE}, got {oversize!r}")
     if unsupported not in UNSUPPORTED:
         raise ValueError(f"unsupported must be one of {UNSUPPORTED}, got {unsupported!r}")
+    for name, value in (("num_confs", num_confs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # not "model failed" per molecule
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    num_confs, batch_size = int(num_confs), int(batch_size)  # numpy integers failed inside RDKit
     if num_confs < 1 or batch_size < 1:
         raise ValueError("num_confs and batch_size must be >= 1")
     if steps is not None and steps < 1:

@@ -106,3 +106,13 @@ def test_empty_file_and_unreadable_sdf_via_cli(tmp_path, capsys):
 def test_a_negative_seed_is_a_value_error_before_any_molecule(fake_model):
     with pytest.raises(ValueError, match="seed must be >= 0, got -5"):
         next(generate_conformers_batch(["CCO"], 1, -5, model=fake_model))
+
+
+@pytest.mark.parametrize("num_confs", [2.5, 3.0, "3", True])
+def test_a_non_integer_num_confs_is_a_type_error_not_a_per_molecule_failure(fake_model, num_confs):
+    with pytest.raises(TypeError, match="num_confs must be an integer"):
+        generate_conformers("CCO", num_confs, 0, model=fake_model)
+
+
+def test_a_numpy_integer_num_confs_works_with_etkdg():
+    assert generate_conformers("CCO", np.int64(2), 0, model="etkdg").GetNumConformers() == 2
