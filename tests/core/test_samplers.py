@@ -136,7 +136,8 @@ def test_repeated_levels_are_allowed(name):
     """The grid may repeat a level (non-increasing): a zero-length step, not a division by zero."""
     gm = mixture_2d(torch.float64)
     x = prior_sample(EuclideanSpace(), (8, 2), 5.0, torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = sample(name, gm.denoiser, x, torch.tensor([5.0, 1.0, 1.0, 0.5, 0.0]), generator=torch.Generator().manual_seed(1))
+    grid = torch.tensor([5.0, 1.0, 1.0, 0.5, 0.0])
+    out = sample(name, gm.denoiser, x, grid, generator=torch.Generator().manual_seed(1))
     assert torch.isfinite(out).all()
 
 
