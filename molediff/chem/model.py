@@ -305,6 +305,9 @@ class ConformerModel(nn.Module):
         ETKDG's) with ``sigma_start`` refines those geometries instead of sampling from the prior: conformer
         ``k`` of a molecule starts from its starting geometry ``k mod K_i`` noised to ``sigma_start``
         (:meth:`sample_graphs`).
+        ``seed`` seeds the sampler's own generator; ``None`` draws that seed from torch's global generator (one
+        ``torch.randint`` call), so ``torch.manual_seed(s)`` makes the call reproducible and the global stream is
+        advanced, never reseeded.
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
         from molediff.chem.featurize import collate, featurize
@@ -314,8 +317,10 @@ class ConformerModel(nn.Module):
             raise ValueError(f"num_confs must be >= 1, got {num_confs}")
         device = torch.device(device) if device is not None else next(self.parameters()).device
         self.to(device).eval()
+        if seed is None:  # draw from the global generator (advances it; torch.seed() would reseed it)
+            seed = int(torch.randint(0, 2**62, ()).item())
         generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        generator.manual_seed(int(seed))
         graphs = [featurize(mol, elements=self.config.elements) for mol in mols]
         overrides = dict(stereo_guidance) if isinstance(stereo_guidance, Mapping) else None
         per_mol = None

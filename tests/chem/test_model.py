@@ -37,6 +37,22 @@ def test_sample_shapes_zero_com_and_seeded():
     assert not np.allclose(a[0], c[0])
 
 
+def test_sample_without_seed_follows_the_global_torch_seed():
+    model = ConformerModel(tiny_config())
+    mols = [mol("CCO")]
+    torch.manual_seed(0)
+    a = model.sample(mols, 2, stereo_guidance=False)
+    after_a = torch.rand(3)
+    torch.manual_seed(0)
+    b = model.sample(mols, 2, stereo_guidance=False)
+    after_b = torch.rand(3)
+    assert np.array_equal(a[0], b[0])  # seed=None is reproducible from torch.manual_seed
+    assert torch.equal(after_a, after_b)  # the global stream is advanced, not reseeded
+    torch.manual_seed(0)
+    torch.randint(0, 2**62, ())  # what seed=None consumes from the global generator
+    assert torch.equal(after_a, torch.rand(3))
+
+
 def test_sample_chunks_by_atom_budget_give_same_shapes():
     model = ConformerModel(tiny_config())
     out = model.sample([mol("CCO")], 5, seed=0, max_atoms_per_batch=10)
