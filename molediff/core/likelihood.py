@@ -70,6 +70,26 @@ def _integrate(f, state, s0: float, s1: float, method: str, num_steps: int, rtol
     return tuple(y[-1] for y in odeint(f, state, span, rtol=rtol, atol=atol, method=method))
 
 
+def _check_on_space(space: Space, x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming the samples of ``x`` (graphs of a graph space) that lie off ``space``.
+
+    The PF-ODE bijection and its density live on the space (e.g. the zero-CoM subspace of every graph); a point
+    off it has no likelihood, and the ODE would carry its off-space part along unchecked. Round-off is allowed:
+    an entry may move by up to ``1e-4 (1 + max|x|)`` under ``space.project``.
+    """
+    with torch.no_grad():
+        off = (x - space.project(x)).abs()
+        tol = 1e-4 * (1 + float(x.abs().max())) if x.numel() else 0.0
+        flagged = space.sum_per_sample((off > tol).to(x.dtype)) > 0
+        if bool(flagged.any()):
+            bad = flagged.nonzero().flatten().tolist()
+            raise ValueError(
+                f"{name} is off the support of {space!r}: sample(s) {bad} (graphs, for a graph space) move by up to "
+                f"{float(off.max()):.3g} under space.project (tolerance {tol:.3g}), e.g. a centre of mass not at 0; "
+                f"the PF-ODE density is only defined on the space: pass space.project({name})"
+            )
+
+
 def _check_range(sigma_min: float, sigma_max: float) -> None:
     check_positive(torch.tensor([sigma_min, sigma_max]), "sigma_min/sigma_max")
     if not sigma_min < sigma_max:
@@ -96,6 +116,12 @@ def log_likelihood(
         A torchdiffeq method (``"dopri5"``, ``"rk4"``, ...) or ``"heun"``; fixed-step methods take ``num_steps``
         steps on a geometric σ grid.
 
+    Raises
+    ------
+    ValueError
+        If ``x`` is off the space (e.g. a graph whose centre of mass is not at 0 in a ``CenteredSpace``): the
+        density is only defined on the space; the message names the samples (graphs).
+
     Shapes
     ------
     x: ``[N, ...]``; every tensor of the result is ``[num_samples]`` except ``latent`` (``[N, ...]``).
@@ -103,6 +129,7 @@ def log_likelihood(
     check_floating(x, "x")
     _check_range(sigma_min, sigma_max)
     space = space or EuclideanSpace()
+    _check_on_space(space, x, "x")
     v = _velocity(denoiser, space, cond)
     nfe = 0
     if divergence == "exact":
@@ -154,10 +181,15 @@ def encode(
     sigma_max: float = 80.0, method: str = "dopri5", num_steps: int = 128, rtol: float = 1e-5,
     atol: float = 1e-5, **cond,
 ) -> Tensor:
-    """Data → latent: solve the PF-ODE from ``sigma_min`` up to ``sigma_max``. Shapes: ``[N, ...] -> [N, ...]``."""
+    """Data → latent: solve the PF-ODE from ``sigma_min`` up to ``sigma_max``. Shapes: ``[N, ...] -> [N, ...]``.
+
+    ``x`` must lie on ``space`` (ValueError naming the off-space samples otherwise, as in :func:`log_likelihood`).
+    """
     check_floating(x, "x")
     _check_range(sigma_min, sigma_max)
-    v = _velocity(denoiser, space or EuclideanSpace(), cond)
+    space = space or EuclideanSpace()
+    _check_on_space(space, x, "x")
+    v = _velocity(denoiser, space, cond)
     return _integrate(lambda s, st: (v(s, st[0]),), (x,), sigma_min, sigma_max, method, num_steps, rtol, atol, x)[0]
 
 
@@ -167,10 +199,15 @@ def decode(
     sigma_max: float = 80.0, method: str = "dopri5", num_steps: int = 128, rtol: float = 1e-5,
     atol: float = 1e-5, **cond,
 ) -> Tensor:
-    """Latent → data: solve the PF-ODE from ``sigma_max`` down to ``sigma_min`` (inverse of :func:`encode`)."""
+    """Latent → data: solve the PF-ODE from ``sigma_max`` down to ``sigma_min`` (inverse of :func:`encode`).
+
+    ``z`` must lie on ``space`` (ValueError naming the off-space samples otherwise). Shapes: ``[N, ...]``.
+    """
     check_floating(z, "z")
     _check_range(sigma_min, sigma_max)
-    v = _velocity(denoiser, space or EuclideanSpace(), cond)
+    space = space or EuclideanSpace()
+    _check_on_space(space, z, "z")
+    v = _velocity(denoiser, space, cond)
     return _integrate(lambda s, st: (v(s, st[0]),), (z,), sigma_max, sigma_min, method, num_steps, rtol, atol, z)[0]
 
 

@@ -118,6 +118,25 @@ def test_hutchinson_in_centered_space_and_exact_refused():
         log_likelihood(den, x, space=space)
 
 
+def test_likelihood_encode_decode_refuse_points_off_the_centred_subspace():
+    batch = torch.tensor([0, 0, 0, 1, 1, 3, 3])  # graph 2 is empty
+    space = CenteredSpace(batch)
+    x = space.project(torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    den = lambda x, s, **c: x / (1 + s[:, None] ** 2)  # noqa: E731
+    kw = dict(space=space, sigma_max=400.0, method="heun", num_steps=8)
+    ok = log_likelihood(den, x + 1e-9, divergence="hutchinson", generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.isfinite(ok.log_prob).all()  # round-off off-centre is tolerated
+    shifted = x.clone()
+    shifted[3:5] += 0.5
+    shifted[5:] -= 0.25
+    with pytest.raises(ValueError, match=r"sample\(s\) \[1, 3\] \(graphs"):
+        log_likelihood(den, shifted, divergence="hutchinson", **kw)
+    with pytest.raises(ValueError, match=r"\[1, 3\]"):
+        encode(den, shifted, **kw)
+    with pytest.raises(ValueError, match=r"\[1, 3\]"):
+        decode(den, shifted, **kw)
+
+
 def test_encode_decode_round_trip_and_interpolation():
     gm = mixture_2d(torch.float64)
     x = gm.sample(32, torch.Generator().manual_seed(0))
