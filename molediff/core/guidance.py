@@ -26,11 +26,24 @@ __all__ = ["concat_cond", "ComposedGuidance", "ClassifierFreeGuidance", "FixedSu
            "SigmaWindow", "penalty_gradient"]
 
 
-def concat_cond(conds: Sequence[Dict[str, Any]], num_rows: int) -> Dict[str, Any]:
+def concat_cond(
+    conds: Sequence[Dict[str, Any]], num_rows: int, num_graphs: Optional[int] = None,
+) -> Dict[str, Any]:
     """Concatenate condition dicts of ``len(conds)`` stacked copies of a batch with ``num_rows`` rows.
 
     Tensors are concatenated along dim 0, except ``batch`` (offset by the number of graphs of each copy) and
     ``edge_index`` (concatenated along dim 1, offset by ``num_rows``). Non-tensors must be equal in all copies.
+
+    Parameters
+    ----------
+    conds : sequence of dict
+        One condition dict per copy, all with the same keys.
+    num_rows : int
+        Rows (nodes) of one copy.
+    num_graphs : int, optional
+        Graphs of one copy, empty ones included. The default ``batch.max() + 1`` misses trailing empty graphs,
+        which misaligns per-graph condition tensors (``[num_graphs, ...]``) of every later copy: pass it (or
+        the space to :class:`ComposedGuidance`) whenever a batch may end in empty graphs.
     """
     keys = set(conds[0])
     for c in conds[1:]:
@@ -45,6 +58,10 @@ def concat_cond(conds: Sequence[Dict[str, Any]], num_rows: int) -> Dict[str, Any
             out[k] = vals[0]
         elif k == "batch":
             step = int(vals[0].max()) + 1 if vals[0].numel() else 0
+            if num_graphs is not None:
+                if int(num_graphs) < step:
+                    raise ValueError(f"batch refers to graph {step - 1} but num_graphs={num_graphs}")
+                step = int(num_graphs)
             out[k] = torch.cat([v + i * step for i, v in enumerate(vals)])
         elif k == "edge_index":
             out[k] = torch.cat([v + i * num_rows for i, v in enumerate(vals)], dim=1)
@@ -66,6 +83,10 @@ class ComposedGuidance(nn.Module):
         The null condition (same keys; e.g. the "empty" label the network was trained with).
     weights : sequence of float, optional
         ``w_i`` (default 1 each: the product of the conditional densities over the prior).
+    space : Space, optional
+        The sampler's space; for a graph batch its ``num_samples`` (the number of graphs, empty ones included)
+        offsets ``batch`` in the stacked call. Without it the offset is ``batch.max() + 1``, wrong for a batch
+        that ends in empty graphs when conditions hold per-graph tensors.
 
     Shapes
     ------
@@ -74,7 +95,7 @@ class ComposedGuidance(nn.Module):
 
     def __init__(
         self, denoiser: Callable, conds: List[Dict[str, Any]], null_cond: Dict[str, Any],
-        weights: Optional[Sequence[float]] = None,
+        weights: Optional[Sequence[float]] = None, *, space: Optional[Space] = None,
     ) -> None:
         super().__init__()
         if len(conds) == 0:
@@ -83,11 +104,13 @@ class ComposedGuidance(nn.Module):
         if len(weights) != len(conds):
             raise ValueError(f"got {len(weights)} weights for {len(conds)} conditions")
         self.denoiser, self.conds, self.null_cond, self.weights = denoiser, list(conds), dict(null_cond), weights
+        self.space = space
 
     def forward(self, x: Tensor, sigma: Tensor, **shared: Any) -> Tensor:
         sigma = as_row_sigma(sigma, x)
         k = len(self.conds) + 1
-        cond = concat_cond([{**shared, **c} for c in [self.null_cond, *self.conds]], x.shape[0])
+        num_graphs = self.space.num_samples(x) if self.space is not None else None
+        cond = concat_cond([{**shared, **c} for c in [self.null_cond, *self.conds]], x.shape[0], num_graphs)
         out = self.denoiser(x.repeat(k, *([1] * (x.ndim - 1))), sigma.repeat(k), **cond)
         parts = out.chunk(k)
         d = parts[0]
@@ -99,8 +122,11 @@ class ComposedGuidance(nn.Module):
 class ClassifierFreeGuidance(ComposedGuidance):
     """Classifier-free guidance ``D_∅ + w (D_c - D_∅)`` (Ho & Salimans 2022); ``w=0`` uncond, ``w=1`` cond."""
 
-    def __init__(self, denoiser: Callable, cond: Dict[str, Any], null_cond: Dict[str, Any], weight: float) -> None:
-        super().__init__(denoiser, [cond], null_cond, [weight])
+    def __init__(
+        self, denoiser: Callable, cond: Dict[str, Any], null_cond: Dict[str, Any], weight: float, *,
+        space: Optional[Space] = None,
+    ) -> None:
+        super().__init__(denoiser, [cond], null_cond, [weight], space=space)
 
 
 class FixedSubset(nn.Module):

@@ -142,7 +142,7 @@ def generate_point_clouds(
         fn, cond = denoiser, {"label": labels}
     else:
         null = torch.full_like(labels, len(SHAPE_CLASSES))
-        fn, cond = ClassifierFreeGuidance(denoiser, {"label": labels}, {"label": null}, guidance), {}
+        fn, cond = ClassifierFreeGuidance(denoiser, {"label": labels}, {"label": null}, guidance, space=space), {}
     x = sample(sampler, fn, x, sigmas, space=space, generator=gen, batch=batch, **cond, **sampler_kwargs)
     if not bool(torch.isfinite(x).all()):
         raise FloatingPointError("sampling produced non-finite coordinates")

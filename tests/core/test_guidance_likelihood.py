@@ -59,6 +59,18 @@ def test_concat_cond_offsets_graphs():
     assert out["edge_index"].tolist() == [[0, 3], [1, 4]] and out["h"].shape == (6, 2) and out["flag"] is True
 
 
+def test_concat_cond_and_guidance_with_empty_graphs():
+    batch = torch.tensor([1, 1, 3])  # 5 graphs; 0 (leading), 2 (middle) and 4 (trailing) are empty
+    assert concat_cond([{"batch": batch}] * 2, 3, num_graphs=5)["batch"].tolist() == [1, 1, 3, 6, 6, 8]
+    with pytest.raises(ValueError, match="num_graphs=3"):
+        concat_cond([{"batch": batch}] * 2, 3, num_graphs=3)
+    label, null = torch.tensor([10.0, 11.0, 12.0, 13.0, 14.0]), torch.zeros(5)
+    den = lambda x, s, *, batch, label: x + label[batch][:, None]  # per-graph condition  # noqa: E731
+    x, sigma = torch.zeros(3, 1), torch.ones(3)
+    cfg = ClassifierFreeGuidance(den, {"label": label}, {"label": null}, 1.0, space=CenteredSpace(batch, 5))
+    assert cfg(x, sigma, batch=batch).flatten().tolist() == [11.0, 11.0, 13.0]  # graph 1 reads label[1]
+
+
 def test_fixed_subset_inpainting():
     # two modes (-2, -1) and (2, 1): holding x_0 = 2 must select the right mode for the free x_1
     gm = GaussianMixture(torch.tensor([[-2.0, -1.0], [2.0, 1.0]], dtype=torch.float64), 0.5)
