@@ -23,16 +23,18 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
 __all__ = [
     "CheckpointError",
+    "NonFiniteTensorError",
     "Checkpoint",
     "CheckpointManager",
     "atomic_write_bytes",
+    "non_finite_keys",
     "save_checkpoint",
     "load_checkpoint",
     "flatten_optimizer_state",
@@ -46,6 +48,23 @@ _STEP_RE = re.compile(r"^step_(\d+)\.json$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupted or does not match the model."""
+
+
+class NonFiniteTensorError(CheckpointError):
+    """Tensors that must be finite (parameters, EMA, optimiser moments) hold NaN or inf; nothing is written."""
+
+
+def non_finite_keys(tensors: Mapping[str, torch.Tensor], keys: Iterable[str] | None = None) -> list[str]:
+    """The keys (of ``keys``, default all) whose floating-point tensor holds a NaN or an infinity, sorted."""
+    names = tensors.keys() if keys is None else keys
+    return sorted(k for k in names if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all()))
+
+
+def _require_finite(tensors: Mapping[str, torch.Tensor], keys: Iterable[str], target: Path) -> None:
+    bad = non_finite_keys(tensors, keys)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise NonFiniteTensorError(f"refusing to write {target}: NaN or inf in {len(bad)} tensor(s): {shown}")
 
 
 @dataclass
@@ -116,16 +135,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(stem: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+def save_checkpoint(stem: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *,
+                    require_finite: Iterable[str] = ()) -> Path:
     """Write ``<stem>.safetensors`` then ``<stem>.json`` atomically; return the JSON path.
 
     ``meta`` must be JSON-serialisable; ``format_version`` and the tensor file's size and
     SHA-256 are added.
+
+    Raises
+    ------
+    NonFiniteTensorError
+        If a tensor named in ``require_finite`` holds NaN or inf (checked before anything is written).
     """
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     tensor_path = stem.with_name(stem.name + ".safetensors")
     json_path = stem.with_name(stem.name + ".json")
+    _require_finite(tensors, require_finite, tensor_path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save_tensors(tensors, tensor_path)
     sidecar = dict(meta)
     sidecar.update(
@@ -237,11 +263,15 @@ class CheckpointManager:
     def stem(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}"
 
-    def save(self, step: int, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *, best: bool = False) -> Path:
-        """Save ``step_<step>`` (and ``best`` if requested), then prune old checkpoints."""
-        path = save_checkpoint(self.stem(step), tensors, meta)
+    def save(self, step: int, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *, best: bool = False,
+             require_finite: Iterable[str] = ()) -> Path:
+        """Save ``step_<step>`` (and ``best`` if requested), then prune old checkpoints.
+
+        ``require_finite`` names tensors that must hold no NaN / inf (see :func:`save_checkpoint`).
+        """
+        path = save_checkpoint(self.stem(step), tensors, meta, require_finite=require_finite)
         if best:
-            save_checkpoint(self.directory / "best", tensors, meta)
+            save_checkpoint(self.directory / "best", tensors, meta, require_finite=require_finite)
         self._prune()
         return path
 

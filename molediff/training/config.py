@@ -46,6 +46,10 @@ class ConfigError(ValueError):
 class OptimConfig:
     """AdamW and learning-rate schedule (linear warmup, then constant or cosine decay).
 
+    A step whose gradient norm is NaN or infinite (with a finite loss) is skipped: no optimiser or EMA
+    update. ``max_skipped_steps`` such steps in a row are allowed; the next one stops training with
+    :class:`~molediff.training.trainer.NonFiniteGradientError` (0: stop at the first).
+
     ``restart_step`` > 0 restarts the schedule there (a warm restart for a resumed run whose cosine has
     already decayed): from that step on, linear warm-up over ``warmup_steps`` back to ``lr``, then the
     cosine down to ``min_lr_ratio * lr`` at ``training.steps``.
@@ -56,6 +60,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float | None = 1.0
+    max_skipped_steps: int = 10
     warmup_steps: int = 0
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.0
@@ -67,6 +72,7 @@ class OptimConfig:
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optimiser.betas must be two numbers in [0, 1)")
         _check(self.eps > 0, "optimiser.eps must be > 0")
         _check(self.grad_clip is None or self.grad_clip > 0, "optimiser.grad_clip must be > 0 or null")
+        _check(self.max_skipped_steps >= 0, "optimiser.max_skipped_steps must be >= 0")
         _check(self.warmup_steps >= 0, "optimiser.warmup_steps must be >= 0")
         _check(self.lr_schedule in ("constant", "cosine"), "optimiser.lr_schedule must be 'constant' or 'cosine'")
         _check(0 <= self.min_lr_ratio <= 1, "optimiser.min_lr_ratio must be in [0, 1]")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors.torch import load_file
 
-from molediff.training.checkpoint import _atomic_save_tensors, atomic_write_bytes
+from molediff.training.checkpoint import _atomic_save_tensors, _require_finite, atomic_write_bytes
 
 __all__ = ["export_model", "load_exported"]
 
@@ -28,11 +28,19 @@ def export_model(
     metrics: Mapping[str, Any] | None = None,
     card: Mapping[str, Any] | None = None,
     name: str = "model",
+    require_finite: Iterable[str] = (),
 ) -> Path:
-    """Write ``<directory>/<name>.safetensors`` and ``<name>.json`` atomically; return the weights path."""
+    """Write ``<directory>/<name>.safetensors`` and ``<name>.json`` atomically; return the weights path.
+
+    Raises
+    ------
+    ~molediff.training.checkpoint.NonFiniteTensorError
+        If a tensor named in ``require_finite`` holds NaN or inf (checked before anything is written).
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.safetensors"
+    _require_finite(state_dict, require_finite, weights)
+    directory.mkdir(parents=True, exist_ok=True)
     _atomic_save_tensors(state_dict, weights)
     meta = {
         "format": "molediff-model",

@@ -9,6 +9,13 @@ the optimiser, the EMA, the RNGs, the data order, the run folder and its checkpo
       checkpoints/step_<N>.{safetensors,json}, best.{safetensors,json}
       model.safetensors, model.json     EMA weights for shipping (written when a run stops)
 
+Non-finite values: a NaN / inf loss stops training at once (:class:`NonFiniteLossError`). A finite
+loss whose gradients are NaN / inf (e.g. from coincident atoms) skips that step's optimiser and EMA
+updates (logged as a ``"skip"`` row and counted); ``optimiser.max_skipped_steps`` such steps in a row
+are allowed, the next stops training (:class:`NonFiniteGradientError`). A checkpoint or export whose
+parameters, EMA or optimiser moments hold NaN / inf is never written
+(:class:`~molediff.training.checkpoint.NonFiniteTensorError`).
+
 Exact resume: the trainer records the data generator's state at the start of each epoch and
 how many batches of the epoch were consumed; on resume it rebuilds the loader, replays the
 epoch up to that point, and restores every RNG, so training N steps straight and N/2 + N/2
@@ -34,7 +41,14 @@ from torch import nn
 
 from molediff.nn.precision import edge_precision, supports_reduced_precision
 from molediff.training import distributed as D
-from molediff.training.checkpoint import CheckpointManager, flatten_optimizer_state, load_checkpoint, unflatten_optimizer_state
+from molediff.training.checkpoint import (
+    CheckpointManager,
+    NonFiniteTensorError,
+    flatten_optimizer_state,
+    load_checkpoint,
+    non_finite_keys,
+    unflatten_optimizer_state,
+)
 from molediff.training.config import Config
 from molediff.training.ema import EMA
 from molediff.training.export import export_model
@@ -43,11 +57,16 @@ from molediff.training.registry import build_task
 from molediff.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from molediff.training.task import Task, check_task, move_to_device
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "RunDirError", "Task", "lr_at"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "NonFiniteGradientError", "NonFiniteTensorError",
+           "RunDirError", "Task", "lr_at"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; nothing is written for that step."""
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """More than ``optimiser.max_skipped_steps`` steps in a row had a NaN or infinite gradient norm."""
 
 
 class RunDirError(RuntimeError):
@@ -114,6 +133,9 @@ class Trainer:
         self.env = env if env is not None else D.init_distributed(cfg.training.device)
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.training.keep_last)
         self.step = self.epoch = self.batches_in_epoch = 0
+        self.skipped_steps = 0  # steps whose optimiser / EMA update was skipped (non-finite gradients)
+        self.consecutive_skips = 0
+        self.last_step_skipped = False
         self.wall_time_s = 0.0
         self.best_value: float | None = None
         self.last_metrics: dict[str, float] = {}
@@ -175,15 +197,35 @@ class Trainer:
             "config": self.cfg.to_dict(), "optimizer": opt_meta,
             "ema": None if self.ema is None else {"decay": self.ema.decay, "warmup": self.ema.warmup, "num_updates": self.ema.num_updates},
             "metrics": dict(self.last_metrics), "best_value": self.best_value, "log_window": self._window.state(),
+            "skipped_steps": self.skipped_steps, "consecutive_skips": self.consecutive_skips,
             "wall_time_s": self.wall_time_s + (0.0 if self._t0 is None else time.monotonic() - self._t0),
             "world_size": self.env.world_size, "hardware": _hardware(self.env), "versions": _versions(),
         }
         return tensors, meta
 
+    def _must_be_finite(self, tensors: dict[str, torch.Tensor]) -> list[str]:
+        """Keys of the tensors a checkpoint may not hold NaN / inf in: parameters, EMA, optimiser state
+        (buffers may legitimately hold infinities, e.g. masks)."""
+        params = {f"model.{name}" for name, _ in self.model.named_parameters()}
+        return [k for k in tensors if k in params or k.startswith(("ema.", "optim."))]
+
     def save_checkpoint(self, *, best: bool = False) -> Path | None:
-        """Save a checkpoint (collective; rank 0 writes). Returns the sidecar path on rank 0."""
+        """Save a checkpoint (collective; rank 0 writes). Returns the sidecar path on rank 0.
+
+        Raises
+        ------
+        NonFiniteTensorError
+            On every rank, before anything is written, if the parameters, EMA or optimiser state
+            hold NaN or inf on any rank.
+        """
         tensors, meta = self._payload()
-        path = self.ckpts.save(self.step, tensors, meta, best=best) if self.env.is_main else None
+        finite = self._must_be_finite(tensors)
+        bad = non_finite_keys(tensors, finite)
+        if D.any_flag(bool(bad), self.env.device):  # every rank raises together, before anything is written
+            shown = ", ".join(bad[:5]) if bad else "(on another rank)"
+            raise NonFiniteTensorError(f"refusing to write the step {self.step} checkpoint in {self.ckpts.directory}: "
+                                       f"NaN or inf in {shown}")
+        path = self.ckpts.save(self.step, tensors, meta, best=best, require_finite=finite) if self.env.is_main else None
         D.barrier()
         return path
 
@@ -202,6 +244,8 @@ class Trainer:
         self.batches_in_epoch = int(meta["batches_in_epoch"])
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         self.best_value = meta.get("best_value")
+        self.skipped_steps = int(meta.get("skipped_steps", 0))
+        self.consecutive_skips = int(meta.get("consecutive_skips", 0))
         self.last_metrics = dict(meta.get("metrics", {}))
         self._window = _Window.from_state(meta.get("log_window"))
         rng = ck.section(f"rng.rank{self.env.rank}")
@@ -250,7 +294,12 @@ class Trainer:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
     def train_step(self) -> tuple[float, dict[str, float], float | None, float]:
-        """One optimiser step; returns ``(loss, metrics, grad_norm, lr)``."""
+        """One optimiser step; returns ``(loss, metrics, grad_norm, lr)``.
+
+        A NaN / inf gradient norm skips the optimiser and EMA updates (``last_step_skipped``; the step
+        still counts and its batch is consumed); the decision is taken jointly by all ranks. More than
+        ``optimiser.max_skipped_steps`` skips in a row raise :class:`NonFiniteGradientError`.
+        """
         batch = move_to_device(self._next_batch(), self.env.device)
         self.ddp_model.train()
         with self._autocast():
@@ -263,12 +312,28 @@ class Trainer:
         grad_norm = None
         if self.cfg.optimiser.grad_clip is not None:
             grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimiser.grad_clip))
+            total = grad_norm
+        else:
+            total = _grad_norm(self.model)
         lr = lr_at(self.step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
+        # DDP has all-reduced the gradients, so the norm agrees across ranks; the flag makes it certain
+        self.last_step_skipped = D.any_flag(not math.isfinite(total), self.env.device)
+        if self.last_step_skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            if self.consecutive_skips > self.cfg.optimiser.max_skipped_steps:
+                raise NonFiniteGradientError(
+                    f"non-finite gradient norm at step {self.step} (epoch {self.epoch}; this rank: {total}), "
+                    f"{self.consecutive_skips} steps in a row (optimiser.max_skipped_steps = "
+                    f"{self.cfg.optimiser.max_skipped_steps})")
+        else:
+            self.consecutive_skips = 0
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
         self.step += 1
         return value, {k: float(v) for k, v in metrics.items()}, grad_norm, lr
 
@@ -334,9 +399,15 @@ class Trainer:
                     loss, metrics, grad_norm, lr = self.train_step()
                     window.add(loss, metrics)
                     log.advance(1, loss=loss, lr=lr)
+                    if self.last_step_skipped:
+                        log.write({"kind": "skip", "step": self.step, "epoch": self.epoch, "loss": loss,
+                                   "grad_norm": grad_norm, "skipped_steps": self.skipped_steps})
+                        log.message(f"step {self.step}: non-finite gradient norm; optimiser and EMA update skipped "
+                                    f"({self.consecutive_skips} in a row, {self.skipped_steps} in all)")
                     if t.log_every and self.step % t.log_every == 0:
                         row = {"kind": "train", "step": self.step, "epoch": self.epoch,
                                "loss": D.all_reduce_mean(window.loss(), env.device), "lr": lr, "grad_norm": grad_norm,
+                               "skipped_steps": self.skipped_steps,
                                **window.metrics(), "time_s": round(time.monotonic() - self._t0, 3)}
                         self.last_metrics.update({k: v for k, v in row.items() if isinstance(v, float)})
                         log.write(row)
@@ -382,8 +453,9 @@ class Trainer:
         state = self.ema.averaged_state_dict(self.model) if self.ema is not None else self.model.state_dict()
         card_fn = getattr(self.task, "model_card", None)
         card = card_fn(self.cfg, self.model) if card_fn is not None else {}
+        params = [name for name, _ in self.model.named_parameters()]
         return export_model(directory or self.run_dir, state, self.cfg.to_dict(), step=self.step,
-                            metrics=self.last_metrics, card=card)
+                            metrics=self.last_metrics, card=card, require_finite=params)
 
 
 class _Window:
@@ -414,6 +486,12 @@ class _Window:
 
     def metrics(self) -> dict[str, float]:
         return {k: v / max(1, self.n) for k, v in self._m.items()}
+
+
+def _grad_norm(model: nn.Module) -> float:
+    """Global L2 norm of the gradients (NaN / inf if any gradient is)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def _hardware(env: D.DistEnv) -> dict[str, Any]:

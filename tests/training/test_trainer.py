@@ -11,7 +11,14 @@ from molediff.training.config import config_from_dict
 from molediff.training.export import load_exported
 from molediff.training.logging import read_log
 from molediff.training.toy_task import ToyDenoiser, ToyModelConfig, ToyTask
-from molediff.training.trainer import NonFiniteLossError, RunDirError, Trainer, lr_at
+from molediff.training.trainer import (
+    NonFiniteGradientError,
+    NonFiniteLossError,
+    NonFiniteTensorError,
+    RunDirError,
+    Trainer,
+    lr_at,
+)
 
 from tests.training.conftest import toy_raw
 
@@ -163,6 +170,74 @@ def test_non_finite_loss_raises(tmp_path, toy_config):
 
     with pytest.raises(NonFiniteLossError, match="step 0"):
         Trainer(toy_config(tmp_path, steps=3), task=Exploding()).fit()
+
+
+class NaNGradients(ToyTask):
+    """A finite loss whose gradients are NaN on the given calls (sqrt at 0, as for coincident atoms)."""
+
+    def __init__(self, bad_calls):
+        super().__init__()
+        self.bad_calls, self.calls = bad_calls, 0
+
+    def loss(self, model, batch, generator):
+        loss, m = super().loss(model, batch, generator)
+        if self.calls in self.bad_calls:
+            w = next(model.parameters())
+            loss = loss + 0.0 * torch.sqrt((w - w.detach()).square().sum())
+        self.calls += 1
+        return loss, m
+
+
+def _all_finite(tensors):
+    return all(bool(torch.isfinite(v).all()) for v in tensors.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_non_finite_gradients_skip_the_step(tmp_path, grad_clip):
+    """A finite loss with NaN gradients wrote NaN into the weights and EMA, and a checkpoint of them, before
+    the next step's loss check stopped the run."""
+    raw = toy_raw(tmp_path, steps=6, ckpt_every=1)
+    raw["optimiser"]["grad_clip"] = grad_clip
+    trainer = Trainer(config_from_dict(raw), task=NaNGradients({2}))
+    result = trainer.fit()
+    assert result.reason == "completed" and result.step == 6
+    assert trainer.skipped_steps == 1 and trainer.consecutive_skips == 0
+    assert _all_finite(trainer.model.state_dict()) and _all_finite(trainer.ema.shadow)
+    assert trainer.ema.num_updates == 5 and trainer.optimizer.state_dict()["state"][0]["step"] == 5
+    for step in trainer.ckpts.steps():
+        assert _all_finite(load_checkpoint(trainer.ckpts.stem(step)).tensors), step
+    assert _all_finite(load_exported(tmp_path)[0])
+    skips = [r for r in read_log(tmp_path / "log.jsonl") if r["kind"] == "skip"]
+    assert [(r["step"], r["skipped_steps"]) for r in skips] == [(3, 1)]
+    resumed = Trainer(config_from_dict(toy_raw(tmp_path, steps=8, ckpt_every=1)), resume=True)
+    assert resumed.skipped_steps == 1
+
+
+def test_consecutive_non_finite_gradients_stop_with_a_typed_error(tmp_path):
+    raw = toy_raw(tmp_path, steps=10, ckpt_every=1)
+    raw["optimiser"]["max_skipped_steps"] = 2
+    trainer = Trainer(config_from_dict(raw), task=NaNGradients(set(range(1, 10))))
+    with pytest.raises(NonFiniteGradientError, match="step 3 .*3 steps in a row"):
+        trainer.fit()
+    assert trainer.skipped_steps == 3 and trainer.ckpts.steps() == [1, 2, 3]
+    for step in trainer.ckpts.steps():
+        assert _all_finite(load_checkpoint(trainer.ckpts.stem(step)).tensors), step
+
+
+def test_non_finite_parameters_are_never_written(tmp_path, toy_config):
+    trainer = Trainer(toy_config(tmp_path, steps=2))
+    trainer.fit()
+    with torch.no_grad():
+        trainer.ema.shadow["net.0.weight"][0, 0] = math.nan
+    with pytest.raises(NonFiniteTensorError, match="ema.net.0.weight"):
+        trainer.save_checkpoint()
+    with pytest.raises(NonFiniteTensorError, match="net.0.weight"):
+        trainer.export(tmp_path / "export")
+    with torch.no_grad():
+        trainer.model.net[0].bias[0] = math.inf
+    with pytest.raises(NonFiniteTensorError, match="model.net.0.bias"):
+        trainer.save_checkpoint()
+    assert trainer.ckpts.steps() == [2] and not (tmp_path / "export").exists()
 
 
 def test_bf16_falls_back_to_fp32_on_cpu(tmp_path, toy_config):
