@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("smiles", nargs="*", help="SMILES on the command line (instead of -i)")
     io_ = parser.add_argument_group("input / output")
     io_.add_argument("-i", "--input", help=".smi (SMILES [name]), .csv/.tsv (header) or .sdf; may be .gz")
-    io_.add_argument("-o", "--output", help=".sdf or .xyz (extended XYZ); default: SDF on stdout")
+    io_.add_argument("-o", "--output",
+                     help=".sdf or .xyz (extended XYZ), or .sdf.gz / .xyz.gz (gzip, one member per committed "
+                          "batch; --resume works the same); default: SDF on stdout")
     io_.add_argument("--smiles-column", help="CSV column with SMILES (default: auto-detect)")
     io_.add_argument("--id-column", help="CSV column with IDs (default: id/name/title if present)")
     io_.add_argument("--failures", help="write failed inputs to this report (.csv or .json)")
@@ -253,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     from molediff.chem.errors import EmptyInputError, InputFileError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
     from molediff.chem.io_read import count_records, read_inputs, records_from_strings
-    from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_format
+    from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_compressed, output_format
     from molediff.chem.sampler_protocol import EtkdgSampler
 
     problem = _argument_problem(args)
@@ -314,7 +316,8 @@ def _run(args: argparse.Namespace) -> int:
         seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
     dr.init(ctx)
     try:
-        writer = (CheckpointedWriter(target, fmt, resume=args.resume, options=_options(args, seed))
+        writer = (CheckpointedWriter(target, fmt, resume=args.resume, options=_options(args, seed),
+                                     compressed=output_compressed(args.output))
                   if target else StreamWriter(sys.stdout, fmt))
     except ValueError as err:
         _err(str(err))

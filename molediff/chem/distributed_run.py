@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from molediff.chem.io_write import merge_outputs, write_failure_report
+from molediff.chem.io_write import merge_outputs, output_compressed, write_failure_report
 
 __all__ = ["DistContext", "dist_context", "init", "barrier", "shutdown", "shard_path", "merge_shards"]
 
@@ -85,7 +85,7 @@ def merge_shards(output: str, fmt: str, world_size: int, failures_path: str | No
         All failure rows, in input order.
     """
     shards = [f"{output}.rank{r}-of-{world_size}" for r in range(world_size)]
-    merge_outputs(shards, output, fmt)
+    merge_outputs(shards, output, fmt, compressed=output_compressed(output))  # shards are gzip too
     rows = []
     for shard in shards:
         journal = shard + ".failures.jsonl"

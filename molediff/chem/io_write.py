@@ -15,6 +15,10 @@ Design (a tiny write-ahead log):
 * On success the failure report (.csv or .json) is written atomically and the state and
   journal are removed. Resuming an output without state (a finished run) skips every input
   index already present in it.
+* A ``.gz`` output gets one gzip member per chunk (a multi-member file, which gzip, zcat and
+  Python read as one stream). The committed byte size is then the end of the last complete
+  member, so truncating to it works as for plain text; without state, the complete members are
+  found by decompressing them one by one and a truncated trailing member is dropped.
 
 Every written record carries ``molediff_input_index``; distributed shards are merged on it.
 """
@@ -22,32 +26,49 @@ Every written record carries ``molediff_input_index``; distributed shards are me
 from __future__ import annotations
 
 import csv
+import gzip
 import heapq
 import io
 import json
 import os
 import re
+import zlib
 from typing import Iterable, Iterator, TextIO
 
 import numpy as np
 from rdkit import Chem
 
-__all__ = ["output_format", "format_result", "atomic_write_text", "CheckpointedWriter", "StreamWriter",
-           "failure_row", "write_failure_report", "iter_records", "merge_outputs", "FAILURE_FIELDS"]
+__all__ = ["output_format", "output_compressed", "format_result", "atomic_write_text", "CheckpointedWriter",
+           "StreamWriter", "failure_row", "write_failure_report", "iter_records", "merge_outputs", "FAILURE_FIELDS"]
 
 FAILURE_FIELDS = ("input_index", "input_line", "id", "smiles", "error", "reason")
 _INDEX_SDF = re.compile(r"^>\s*<molediff_input_index>.*\n(\d+)", re.M)
 _INDEX_XYZ = re.compile(r"molediff_input_index=(\d+)")
 
 
+_GZIP_MEMBER_LEVEL = 6  # zlib's default: about as small as 9 on SDF text, several times faster
+
+
 def output_format(path: str | os.PathLike) -> str:
-    """``"sdf"`` or ``"xyz"`` (extended XYZ) from the extension of ``path``."""
+    """``"sdf"`` or ``"xyz"`` (extended XYZ) from the extension of ``path`` (a ``.gz`` after it is allowed)."""
     name = os.fspath(path).lower()
+    if output_compressed(name):
+        name = name[:-3]
     if name.endswith((".sdf", ".sd", ".mol")):
         return "sdf"
     if name.endswith((".xyz", ".extxyz")):
         return "xyz"
-    raise ValueError(f"cannot tell the output format of {os.fspath(path)!r} (expected .sdf or .xyz)")
+    for ext in (".bz2", ".xz", ".zst", ".zip", ".lz4"):
+        if name.endswith(ext):
+            raise ValueError(f"cannot write {os.fspath(path)!r}: {ext} compression is not supported; "
+                             "use .sdf.gz or .xyz.gz, or write .sdf and compress it afterwards")
+    raise ValueError(f"cannot tell the output format of {os.fspath(path)!r} (expected .sdf or .xyz, "
+                     "optionally .gz)")
+
+
+def output_compressed(path: str | os.PathLike) -> bool:
+    """True when ``path`` names a gzip output (``.gz``)."""
+    return os.fspath(path).lower().endswith(".gz")
 
 
 def _clean(value) -> str:
@@ -141,37 +162,102 @@ def write_failure_report(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def iter_records(path: str | os.PathLike, fmt: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(input_index, text)`` for each complete record of an output file, in file order."""
+def iter_records(path: str | os.PathLike, fmt: str, compressed: bool | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(input_index, text)`` for each complete record of an output file, in file order.
+
+    ``compressed`` (default: a ``.gz`` path) reads a multi-member gzip file up to its last complete member.
+    """
+    if compressed is None:
+        compressed = output_compressed(path)
+    if compressed:
+        for _, records in _gzip_chunks(path, fmt):
+            yield from records
+        return
     with open(path, encoding="utf-8", newline="") as f:
-        if fmt == "sdf":
-            block: list[str] = []
-            for line in f:
-                block.append(line)
-                if line.rstrip("\r\n") == "$$$$":
-                    text = "".join(block)
-                    block = []
-                    m = _INDEX_SDF.search(text)
-                    yield (int(m.group(1)) if m else -1), text
-        else:
-            while True:
-                head = f.readline()
-                if not head.strip():
-                    return
-                lines = [head, f.readline()] + [f.readline() for _ in range(int(head))]
-                if not lines[-1].endswith("\n"):
-                    return  # incomplete trailing record
-                m = _INDEX_XYZ.search(lines[1])
-                yield (int(m.group(1)) if m else -1), "".join(lines)
+        yield from _records(f, fmt)
 
 
-def merge_outputs(shards: list[str], out_path: str, fmt: str) -> None:
-    """Merge per-rank outputs (each sorted by input index) into ``out_path`` in input order, atomically."""
+def _records(f: TextIO, fmt: str) -> Iterator[tuple[int, str]]:
+    """The complete records of an open text stream (see :func:`iter_records`)."""
+    if fmt == "sdf":
+        block: list[str] = []
+        for line in f:
+            block.append(line)
+            if line.rstrip("\r\n") == "$$$$":
+                text = "".join(block)
+                block = []
+                m = _INDEX_SDF.search(text)
+                yield (int(m.group(1)) if m else -1), text
+    else:
+        while True:
+            head = f.readline()
+            if not head.strip():
+                return
+            lines = [head, f.readline()] + [f.readline() for _ in range(int(head))]
+            if not lines[-1].endswith("\n"):
+                return  # incomplete trailing record
+            m = _INDEX_XYZ.search(lines[1])
+            yield (int(m.group(1)) if m else -1), "".join(lines)
+
+
+def _gzip_members(path: str | os.PathLike, read_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(end_offset, data)`` for each complete gzip member of ``path``: its end in the compressed
+    file and its decompressed bytes. Stops at a truncated or corrupt member (a crash while appending it).
+
+    The standard library reads multi-member files as one stream but does not tell where members end,
+    which a resume needs in order to truncate to the last complete one; zlib's ``unused_data`` does.
+    """
+    offset, pending = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            d, parts, fed = zlib.decompressobj(31), [], 0  # 31: gzip header and trailer
+            while not d.eof:
+                chunk = pending or f.read(read_size)
+                pending = b""
+                if not chunk:
+                    return  # the end of the file, cleanly between members or inside a truncated one
+                try:
+                    parts.append(d.decompress(chunk))
+                except zlib.error:
+                    return  # garbage after the last complete member
+                fed += len(chunk)
+            pending = d.unused_data
+            offset += fed - len(pending)
+            yield offset, b"".join(parts)
+
+
+def _gzip_chunks(path: str | os.PathLike, fmt: str) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    """``(end_offset, records)`` per complete gzip member that holds only complete records."""
+    for end, data in _gzip_members(path):
+        text = data.decode("utf-8", errors="replace")
+        records = list(_records(io.StringIO(text, newline=""), fmt))
+        if sum(len(t) for _, t in records) != len(text):
+            return  # a member that ends inside a record: not one this module wrote
+        yield end, records
+
+
+def _gzip_member(text: str) -> bytes:
+    return gzip.compress(text.encode("utf-8"), compresslevel=_GZIP_MEMBER_LEVEL, mtime=0)
+
+
+def merge_outputs(shards: list[str], out_path: str, fmt: str, compressed: bool = False) -> None:
+    """Merge per-rank outputs (each sorted by input index) into ``out_path`` in input order, atomically.
+
+    ``compressed``: the shards and the output are gzip files (the output in members of about 1 MiB of text).
+    """
     tmp = f"{out_path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
-        streams = [iter_records(p, fmt) for p in shards if os.path.exists(p)]
+    with open(tmp, "wb") as out:
+        streams = [iter_records(p, fmt, compressed) for p in shards if os.path.exists(p)]
+        buf: list[str] = []
+        size = 0
         for _, text in heapq.merge(*streams, key=lambda rec: rec[0]):
-            out.write(text)
+            buf.append(text)
+            size += len(text)
+            if size >= 1 << 20:
+                out.write(_gzip_member("".join(buf)) if compressed else "".join(buf).encode("utf-8"))
+                buf, size = [], 0
+        if buf:
+            out.write(_gzip_member("".join(buf)) if compressed else "".join(buf).encode("utf-8"))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, out_path)
@@ -216,10 +302,14 @@ class CheckpointedWriter:
         Continue an interrupted run instead of starting over.
     options : dict
         JSON-able run options; a resume with different options raises ``ValueError``.
+    compressed : bool, optional
+        Write one gzip member per chunk (default: when ``path`` ends in ``.gz``).
     """
 
-    def __init__(self, path: str, fmt: str, *, resume: bool = False, options: dict | None = None) -> None:
+    def __init__(self, path: str, fmt: str, *, resume: bool = False, options: dict | None = None,
+                 compressed: bool | None = None) -> None:
         self.path, self.fmt = os.fspath(path), fmt
+        self.compressed = output_compressed(self.path) if compressed is None else compressed
         self.state_path = self.path + ".progress.json"
         self.journal_path = self.path + ".failures.jsonl"
         self.options = json.loads(json.dumps(options or {}))
@@ -238,9 +328,13 @@ class CheckpointedWriter:
             self.next_index = state["next_index"]
         elif resume and os.path.exists(self.path):
             self._present, end = set(), 0
-            for idx, text in iter_records(self.path, fmt):
-                self._present.add(idx)
-                end += len(text.encode("utf-8"))
+            if self.compressed:
+                for end, records in _gzip_chunks(self.path, fmt):
+                    self._present.update(idx for idx, _ in records)
+            else:
+                for idx, text in iter_records(self.path, fmt, compressed=False):
+                    self._present.add(idx)
+                    end += len(text.encode("utf-8"))
             self._truncate(self.path, end)
             self._truncate(self.journal_path, 0)
         else:
@@ -282,8 +376,9 @@ class CheckpointedWriter:
         fails = "".join(json.dumps(failure_row(r)) + "\n" for r in results if not r.ok)
         for path, payload in ((self.path, text), (self.journal_path, fails)):
             if payload:
-                with open(path, "a", encoding="utf-8", newline="") as f:
-                    f.write(payload)
+                data = _gzip_member(payload) if path == self.path and self.compressed else payload.encode("utf-8")
+                with open(path, "ab") as f:
+                    f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
         self.next_index = max(self.next_index, max(r.index for r in results) + 1)

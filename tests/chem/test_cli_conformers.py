@@ -1,5 +1,6 @@
 """`molediff conformers` end to end (ETKDG baseline model), including kill -9 and --resume."""
 
+import io
 import json
 import os
 import signal
@@ -68,15 +69,26 @@ def _has_tblite():
     return True
 
 
-def test_kill_9_then_resume_gives_complete_output_without_duplicates(tmp_path):
-    inp, out = tmp_path / "big.smi", tmp_path / "big.sdf"
+def _read_sdf(path):
+    """The molecules of an SDF output, gzip or plain."""
+    import gzip
+
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+        return list(Chem.ForwardSDMolSupplier(f, removeHs=False))
+
+
+@pytest.mark.parametrize("name", ["big.sdf", "big.sdf.gz"])
+def test_kill_9_then_resume_gives_complete_output_without_duplicates(tmp_path, name):
+    import gzip
+
+    inp, out = tmp_path / "big.smi", tmp_path / name
     n = 400
     _write_smi(inp, n)
     args = ["-m", "molediff", "conformers", "-i", str(inp), "-o", str(out), "-n", "2", "--seed", "5",
             "--model", "etkdg", "--batch-size", "4", "-q"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = tmp_path / "big.sdf.progress.json"
+    state = tmp_path / f"{name}.progress.json"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -95,15 +107,44 @@ def test_kill_9_then_resume_gives_complete_output_without_duplicates(tmp_path):
     assert len(done) >= 2 * committed["next_index"]
     with open(out, "rb") as f:
         prefix = f.read(committed["output_bytes"])
-    assert all(m is not None for m in Chem.ForwardSDMolSupplier(__import__("io").BytesIO(prefix), removeHs=False))
+    if name.endswith(".gz"):
+        prefix = gzip.decompress(prefix)  # the committed bytes end with a complete gzip member
+    assert all(m is not None for m in Chem.ForwardSDMolSupplier(io.BytesIO(prefix), removeHs=False))
     # finish the job
     res = subprocess.run([sys.executable, *args, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     indices = [i for i, _ in iter_records(out, "sdf")]
     assert indices == sorted(indices) and indices == [k for k in range(n) for _ in range(2)]
-    titles = [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(out), removeHs=False)]
+    titles = [m.GetProp("_Name") for m in _read_sdf(out)]
     assert titles[::2] == [f"mol{k}" for k in range(n)]
     assert not state.exists()
+    if name.endswith(".gz"):  # a valid gzip file throughout: no garbage left by the killed run
+        assert gzip.decompress(out.read_bytes()).decode().count("$$$$") == 2 * n
+
+
+def test_gzip_output_sdf_and_xyz(tmp_path):
+    import gzip
+
+    import ase.io
+
+    for name in ("out.sdf.gz", "out.xyz.gz"):
+        out = tmp_path / name
+        assert main(["conformers", "CCO", "CCN", "-n", "2", "--seed", "1", "--model", "etkdg", "--batch-size", "1",
+                     "-o", str(out), "-q"]) == 0
+        with gzip.open(out, "rt") as f:
+            text = f.read()
+        assert gzip.decompress(out.read_bytes()).decode() == text  # two members, one per batch
+        if name.endswith(".sdf.gz"):
+            assert [m.GetProp("_Name") for m in _read_sdf(out)] == ["input 1"] * 2 + ["input 2"] * 2
+        else:
+            assert len(ase.io.read(io.StringIO(text), index=":", format="extxyz")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.sdf.gz", "out.xyz.gz"]
+
+
+def test_other_compressed_outputs_are_refused_with_the_way_to_get_them(tmp_path, capsys):
+    assert main(["conformers", "CCO", "-o", str(tmp_path / "out.sdf.bz2"), "--model", "etkdg", "-q"]) == 2
+    assert ".bz2 compression is not supported; use .sdf.gz or .xyz.gz" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

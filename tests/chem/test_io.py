@@ -1,6 +1,7 @@
 """Readers, writers, conversion and crash-safe checkpointing."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -116,6 +117,50 @@ def test_writer_resume_truncates_partial_chunk_and_refuses_other_options(tmp_pat
     w = CheckpointedWriter(out, "sdf", resume=True, options={"n": 2})
     assert w.done(0) and w.done(3) and not w.done(1)
     w.discard_state()
+
+
+def test_gzip_writer_resume_truncates_a_partial_member_with_and_without_state(tmp_path, fake_model):
+    import gzip
+
+    res = list(generate_conformers_batch(["CCO", "C1CC", "CCN", "CCC"], 2, 0, model=fake_model))
+    out = str(tmp_path / "o.sdf.gz")
+    w = CheckpointedWriter(out, "sdf", options={"n": 2})
+    w.commit(res[:2])
+    committed = os.path.getsize(out)
+    half_member = gzip.compress(format_result(res[2]).encode())[:-20]
+    with open(out, "ab") as f:  # a crash in the middle of the next chunk's member
+        f.write(half_member)
+    assert [i for i, _ in iter_records(out, "sdf")] == [0, 0]  # the truncated member is not read
+    w = CheckpointedWriter(out, "sdf", resume=True, options={"n": 2})
+    assert os.path.getsize(out) == committed and w.done(1) and not w.done(2)
+    w.commit(res[2:3])
+    os.remove(w.state_path)  # resume from the output alone (state lost), again after a crash mid-member
+    with open(out, "ab") as f:
+        f.write(half_member)
+    w = CheckpointedWriter(out, "sdf", resume=True, options={"n": 2})
+    assert w.done(0) and w.done(2) and not w.done(3)
+    w.commit(res[3:])
+    w.close()
+    text = gzip.decompress(open(out, "rb").read()).decode()  # valid multi-member gzip, no leftover bytes
+    assert [int(m.GetProp("molediff_input_index")) for m in Chem.ForwardSDMolSupplier(io.BytesIO(text.encode()))] \
+        == [0, 0, 2, 2, 3, 3]
+
+
+def test_merge_outputs_of_gzip_shards(tmp_path, fake_model):
+    import gzip
+
+    from molediff.chem.io_write import merge_outputs
+
+    res = list(generate_conformers_batch(["CCO", "CCN", "CCC"], 1, 0, model=fake_model))
+    shards = [str(tmp_path / f"o.sdf.gz.rank{r}-of-2") for r in range(2)]
+    for r, shard in enumerate(shards):
+        w = CheckpointedWriter(shard, "sdf", compressed=True)
+        w.commit(res[r::2])
+        w.close()
+    merge_outputs(shards, str(tmp_path / "o.sdf.gz"), "sdf", compressed=True)
+    text = gzip.decompress((tmp_path / "o.sdf.gz").read_bytes()).decode()
+    assert [int(m.GetProp("molediff_input_index")) for m in Chem.ForwardSDMolSupplier(io.BytesIO(text.encode()))] \
+        == [0, 1, 2]
 
 
 @pytest.mark.parametrize("name", ["in.csv", "in.csv.gz"])
