@@ -194,9 +194,17 @@ def sample_euler_maruyama(
 @torch.no_grad()
 def sample_pc(
     denoiser, x, sigmas, *, space=None, generator=None, snr: float = 0.16, n_corrector: int = 1,
-    callback: Callback = None, progress: bool = False, **cond,
+    per_sample: bool = False, callback: Callback = None, progress: bool = False, **cond,
 ) -> Tensor:
-    """Predictor–corrector (Song et al. 2021, Alg. 2-3): Euler–Maruyama predictor, Langevin corrector with SNR step."""
+    """Predictor–corrector (Song et al. 2021, Alg. 2-3): Euler–Maruyama predictor, Langevin corrector with SNR step.
+
+    The corrector step is ``2 (snr ‖z‖ / ‖score‖)²``. By default (as in Song et al.'s reference code) the norms
+    are per-sample norms averaged over the batch, which couples the samples: one sample's step depends on the
+    others (on the batch composition). ``per_sample=True`` gives every sample (every graph) its own step
+    ``2 (snr √dof / ‖score‖)²`` (``√dof`` ≈ ``‖z‖``, the expected noise norm), so samples stay independent. It
+    needs many degrees of freedom per sample (molecules, images): with a few (2-D toys) one draw of ``‖score‖``
+    is a poor estimate of its typical size, ~0 near a mode, and the step explodes.
+    """
     grid, space = _setup(x, sigmas, space)
     for i in _steps(len(grid) - 1, progress):
         s, s_next = grid[i], grid[i + 1]
@@ -208,10 +216,13 @@ def sample_pc(
             for _ in range(n_corrector):
                 score = (_denoise(denoiser, x, s_next, space, cond) - x) / (s_next * s_next)
                 z = space.randn_like(x, generator)
-                # batch-averaged per-sample norms, as in Song et al.'s reference implementation
-                z_norm = space.sum_per_sample(z.square()).sqrt().mean()
-                g_norm = space.sum_per_sample(score.square()).sqrt().mean().clamp_min(1e-30)
-                step = 2 * (snr * z_norm / g_norm).square()
+                z_norm = space.sum_per_sample(z.square()).sqrt()
+                g_norm = space.sum_per_sample(score.square()).sqrt()
+                if per_sample:
+                    step = 2 * (snr * space.dof(x).sqrt() / g_norm.clamp_min(1e-30)).square()
+                    step = space.per_row(step).reshape(-1, *([1] * (x.ndim - 1)))
+                else:
+                    step = 2 * (snr * z_norm.mean() / g_norm.mean().clamp_min(1e-30)).square()
                 x = x + step * score + (2 * step).sqrt() * z
         _report(callback, i, x, s, s_next, d)
     return x

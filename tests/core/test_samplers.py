@@ -158,3 +158,32 @@ def test_invalid_inputs():
     with pytest.raises(ValueError, match="> 0"):
         prior_sample(EuclideanSpace(), (4, 2), -1.0)
     assert math.isclose(float(EDM().sigmas(3)[0]), 80.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_pc_per_sample_step_ignores_the_other_samples(graphs):
+    # with per-sample steps, sample 0 must not feel whether its batch-mate has scale 1 or 100 (same shapes and
+    # seed: same noise); the default batch-averaged step moves it
+    space = CenteredSpace(torch.arange(2).repeat_interleave(4)) if graphs else EuclideanSpace()
+    rows = 8 if graphs else 2
+
+    def run(scale, per_sample=True):
+        var = torch.tensor([1.0, scale**2], dtype=torch.float64)  # per-sample data variance
+        var = var.repeat_interleave(4)[:, None] if graphs else var[:, None]
+
+        def den(x, s):  # exact denoiser of N(0, var) per sample
+            return x * var / (var + s[:, None] ** 2)
+
+        x0 = prior_sample(space, (rows, 3), 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+        return sample("pc", den, x0, EDM().sigmas(20), space=space, generator=torch.Generator().manual_seed(1),
+                      per_sample=per_sample)
+
+    a, b = run(1.0), run(100.0)
+    first = slice(0, 4) if graphs else slice(0, 1)
+    assert torch.isfinite(a).all() and torch.equal(a[first], b[first])
+    assert not torch.allclose(run(1.0, False)[first], run(100.0, False)[first])  # the coupled default
+
+
+def test_pc_per_sample_step_reproduces_a_16d_mixture():
+    res = _check("16d", "pc", 300, {"snr": 0.1, "per_sample": True})
+    assert all(v < tol for v, tol in res.values()), res
