@@ -19,7 +19,11 @@ parameters, EMA or optimiser moments hold NaN / inf is never written
 Exact resume: the trainer records the data generator's state at the start of each epoch and
 how many batches of the epoch were consumed; on resume it rebuilds the loader, replays the
 epoch up to that point, and restores every RNG, so training N steps straight and N/2 + N/2
-with a restart in between give bitwise-identical weights on CPU.
+with a restart in between give bitwise-identical weights on CPU. A resume under another world size
+(or batch size) cannot replay the epoch: it starts a new one, its data order drawn from the saved data
+generator (the same on every rank); under another world size the per-rank noise generators and the
+global RNGs are reseeded from (seed, rank, step). Such a resume is reproducible, not bitwise that of an
+uninterrupted run, and never repeats the streams of the run's first steps.
 """
 
 from __future__ import annotations
@@ -248,7 +252,7 @@ class Trainer:
         self.consecutive_skips = int(meta.get("consecutive_skips", 0))
         self.last_metrics = dict(meta.get("metrics", {}))
         self._window = _Window.from_state(meta.get("log_window"))
-        rng = ck.section(f"rng.rank{self.env.rank}")
+        rng = ck.section(f"rng.rank{self.env.rank}")  # empty on a rank the saving run did not have
         same_world = int(meta.get("world_size", 1)) == self.env.world_size
         saved_batch = int(meta.get("config", {}).get("training", {}).get("batch_size", self.cfg.training.batch_size))
         restart_epoch = not same_world or saved_batch != self.cfg.training.batch_size
@@ -262,8 +266,16 @@ class Trainer:
         if same_world:
             restore_rng_state(rng, self._generators())
         else:
-            warnings.warn(f"checkpoint was written with world size {meta.get('world_size')}; RNG streams reseeded", stacklevel=2)
-            seed_everything(self.cfg.training.seed + 7919 * self.env.rank + self.step)
+            # the data generator is shared by all ranks (same seed, same draws): continue rank 0's saved one;
+            # the per-rank streams have no counterpart under the new sharding, so they are reseeded from the
+            # step (restarting them from their initial seeds replayed the run's first batches and noise)
+            seed, rank = self.cfg.training.seed, self.env.rank
+            self.data_gen.set_state(ck.tensors["rng.rank0.gen.data"])
+            self.noise_gen.manual_seed(seed + 104729 * (rank + 1) + 1_000_003 * self.step)
+            seed_everything(seed + 7919 * rank + self.step)
+            warnings.warn(f"checkpoint was written with world size {meta.get('world_size')}, this run has "
+                          f"{self.env.world_size}: the epoch restarts, the noise and global RNG streams are "
+                          "reseeded from the step (reproducible, not bitwise an uninterrupted run)", stacklevel=2)
         if restart_epoch:
             self._iter = None  # the new epoch draws from the generators as restored; _next_batch records its start
 

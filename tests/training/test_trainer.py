@@ -72,6 +72,36 @@ def test_resume_with_a_larger_batch_restarts_the_epoch(tmp_path, toy_config):
     assert result.reason == "completed" and result.step == 8
 
 
+def test_resume_under_another_world_size_draws_new_data_and_noise(tmp_path, toy_config):
+    """A checkpoint of another world size restarted the data and noise generators from their initial seeds:
+    every such resume replayed the data order and noise of the run's first steps (the warning said reseeded)."""
+    import json
+
+    def first_draws(trainer):
+        return trainer._next_batch(), torch.rand(4, generator=trainer.noise_gen)
+
+    fresh = first_draws(Trainer(toy_config(tmp_path / "fresh", steps=30)))
+    Trainer(toy_config(tmp_path / "run", steps=30, ckpt_every=8), max_steps=16).fit()
+    ckpts = tmp_path / "run" / "checkpoints"
+    for sidecar in ckpts.glob("step_*.json"):  # as if written by two ranks (the checksum covers the tensors only)
+        meta = json.loads(sidecar.read_text())
+        meta["world_size"] = 2
+        sidecar.write_text(json.dumps(meta))
+    resumed = {}
+    for step in (16, 8):
+        for _ in range(2):
+            with pytest.warns(UserWarning, match="world size 2"):
+                trainer = Trainer(toy_config(tmp_path / "run", steps=30, ckpt_every=8), resume=True)
+            assert trainer.step == step and trainer.batches_in_epoch == 0
+            draws = first_draws(trainer)
+            assert not torch.equal(draws[0], fresh[0]) and not torch.equal(draws[1], fresh[1])
+            if step in resumed:  # reproducible
+                assert all(torch.equal(a, b) for a, b in zip(draws, resumed[step]))
+            resumed[step] = draws
+        (ckpts / "step_00000016.json").unlink(missing_ok=True)
+    assert not torch.equal(resumed[8][0], resumed[16][0]) and not torch.equal(resumed[8][1], resumed[16][1])
+
+
 def test_resume_diverges_without_restoring_rng(tmp_path, toy_config):
     """Guard against a vacuous resume test: a fresh run with another seed must differ."""
     a = Trainer(toy_config(tmp_path / "a", steps=6))
