@@ -5,6 +5,7 @@ Examples
     molediff conformers "C[C@H](N)C(=O)O" -n 5 --seed 0 > ala.sdf
     molediff conformers -i drugs.smi -o drugs.sdf -n 10 --failures failed.csv --keep-going
     molediff conformers -i drugs.smi -o drugs.sdf --resume           # after a crash
+    cat drugs.smi | molediff conformers -i - -o drugs.sdf.gz          # SMILES from stdin, gzip output
     molediff conformers -i drugs.smi -o drugs.sdf --workers 2        # 2 local processes, 1 thread each
     torchrun --nproc-per-node 4 -m molediff conformers -i big.smi -o big.sdf --device cuda
 
@@ -32,10 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``molediff conformers`` on ``parser``."""
     parser.add_argument("smiles", nargs="*", help="SMILES on the command line (instead of -i)")
     io_ = parser.add_argument_group("input / output")
-    io_.add_argument("-i", "--input", help=".smi (SMILES [name]), .csv/.tsv (header) or .sdf; may be .gz")
+    io_.add_argument("-i", "--input",
+                     help=".smi (SMILES [name]), .csv/.tsv (header) or .sdf; may be .gz; '-': SMILES lines from "
+                          "stdin (no --resume, --workers or torchrun: stdin cannot be read twice)")
     io_.add_argument("-o", "--output",
                      help=".sdf or .xyz (extended XYZ), or .sdf.gz / .xyz.gz (gzip, one member per committed "
-                          "batch; --resume works the same); default: SDF on stdout")
+                          "batch; --resume works the same); default or '-': SDF on stdout (no --resume; "
+                          "messages go to stderr)")
     io_.add_argument("--smiles-column", help="CSV column with SMILES (default: auto-detect)")
     io_.add_argument("--id-column", help="CSV column with IDs (default: id/name/title if present)")
     io_.add_argument("--failures", help="write failed inputs to this report (.csv or .json)")
@@ -92,11 +96,14 @@ def _err(msg: str) -> None:
 
 
 def _options(args, seed: int) -> dict:
+    from molediff.chem.io_read import STDIN
+
     keys = ("input", "num_confs", "model", "sampler", "steps", "relax", "prune_rms", "on_invalid",
             "max_resample_rounds", "fragments", "max_atoms", "allow_radicals", "smiles_column", "id_column",
             "batch_size", "precision", "start", "sigma_start")
     opts = {k: getattr(args, k) for k in keys}
-    opts["input"] = os.path.abspath(args.input) if args.input else list(args.smiles)
+    opts["input"] = (args.input if args.input == STDIN else os.path.abspath(args.input)) if args.input \
+        else list(args.smiles)
     opts["seed"] = seed
     if args.workers > 1:  # the shards' seeds depend on it; absent for one process, as before the option existed
         opts["workers"] = args.workers
@@ -127,6 +134,8 @@ def _workers_problem(args: argparse.Namespace, distributed: bool) -> str | None:
         return f"--workers runs CPU processes; drop it to sample on {args.device}"
     if not args.output:
         return "--workers needs -o OUTPUT (the workers write shards that are merged into it)"
+    if args.input == "-":
+        return "--workers cannot share stdin (-i -) between its processes; give -i FILE"
     if getattr(args, "raw_argv", None) is None:
         return "--workers needs the command line (args.raw_argv)"
     return None
@@ -138,18 +147,23 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
     Covers the input (given once, known format, present, readable up to its first record), the output
     format and the folders of ``-o`` and ``--failures``, and the numeric options.
     """
-    from molediff.chem.io_read import input_format
+    from molediff.chem.io_read import STDIN, input_format
     from molediff.chem.io_write import output_format
 
     if bool(args.smiles) == bool(args.input):
         return "give SMILES on the command line or -i FILE (exactly one of them)"
+    if args.resume and not args.output:
+        return "--resume needs -o FILE: output to stdout leaves nothing to resume"
+    if args.resume and args.input == STDIN:
+        return "--resume cannot re-read stdin (-i -): save the input to a file and give -i FILE to runs you may " \
+               "need to resume"
     if args.num_confs < 1 or args.batch_size < 1 or args.workers < 1:
         return "--num-confs, --batch-size and --workers must be >= 1"
     problem = _option_value_problem(args)
     if problem:
         return problem
     try:
-        if args.input:
+        if args.input and args.input != STDIN:
             input_format(args.input)
             if not os.path.isfile(args.input):
                 return f"input file not found: {args.input}"
@@ -163,7 +177,7 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
             return f"{option} {path}: folder {folder} does not exist or is not writable"
     named = [(option, path, os.path.realpath(path)) for option, path in
-             (("-i", args.input), ("-o", args.output), ("--failures", args.failures)) if path]
+             (("-i", args.input), ("-o", args.output), ("--failures", args.failures)) if path and path != STDIN]
     for (opt_a, path_a, real_a), (opt_b, path_b, real_b) in itertools.combinations(named, 2):
         if real_a == real_b:
             return f"{opt_a} {path_a} and {opt_b} {path_b} are the same file; writing it would destroy the other"
@@ -235,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from molediff.chem import distributed_run as dr
 
+    if args.output == "-":  # SDF on stdout, as without -o
+        args.output = None
     if args.workers > 1 and not _is_etkdg(args.model):
         problem = _workers_problem(args, dr.dist_context().distributed) or _argument_problem(args)  # once, here
         if problem:
@@ -246,8 +262,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:  # while loading the model or finishing (the loop reports its own)
-        _err("interrupted; completed molecules are saved, rerun with --resume to finish")
+        _err(f"interrupted; {_saved_hint(args)}")
         return 130
+
+
+def _interactive_stdin() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # no stdin, a closed one, or a test's stand-in
+        return False
+
+
+def _saved_hint(args: argparse.Namespace) -> str:
+    """What an interrupted run leaves and how to finish it."""
+    if not args.output:
+        return "the molecules written to stdout are complete records"
+    if args.input == "-":
+        return f"completed molecules are saved in {args.output}; stdin cannot be read again, so --resume cannot " \
+               "finish this run"
+    return "completed molecules are saved, rerun with --resume to finish"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -265,6 +298,9 @@ def _run(args: argparse.Namespace) -> int:
     ctx = dr.dist_context()
     if ctx.distributed and not args.output:
         _err("distributed runs need -o OUTPUT")
+        return 2
+    if ctx.distributed and args.input == "-":
+        _err("distributed runs cannot share stdin (-i -) between ranks; give -i FILE")
         return 2
     try:
         fmt = output_format(args.output) if args.output else "sdf"
@@ -327,6 +363,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     if args.input:
+        if args.input == "-" and not args.quiet and _interactive_stdin():
+            _err("reading SMILES from stdin, one per line (SMILES [name]); end with Ctrl-D")
         records = read_inputs(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
         total = count_records(args.input)
     else:
@@ -367,11 +405,13 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     except (InputFileError, OSError) as err:  # the input breaks off midway (a truncated .gz)
         bar.close()
-        _err(f"{args.input}: {err}; molecules written so far are kept, rerun with --resume once the file is fixed")
+        hint = _saved_hint(args) if args.input == "-" or not args.output else \
+            "molecules written so far are kept, rerun with --resume once the file is fixed"
+        _err(f"{args.input}: {err}; {hint}")
         return 1
     except KeyboardInterrupt:
         bar.close()
-        _err("interrupted; completed molecules are saved, rerun with --resume to finish")
+        _err(f"interrupted; {_saved_hint(args)}")
         return 130
     bar.close()
 

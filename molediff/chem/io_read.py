@@ -1,4 +1,5 @@
-"""Lazy readers for conformer-generation inputs: .smi, .csv / .tsv, .sdf (optionally gzipped).
+"""Lazy readers for conformer-generation inputs: .smi, .csv / .tsv, .sdf (optionally gzipped), or
+SMILES lines on standard input (the path ``-``).
 
 Every reader yields :class:`InputRecord` objects one at a time (memory stays bounded on
 files of millions of lines) and never raises for a bad record: a record that cannot be
@@ -15,6 +16,7 @@ import csv
 import gzip
 import io
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TextIO
@@ -24,7 +26,9 @@ from rdkit import Chem, rdBase
 from molediff.chem.errors import EmptyInputError, InputFileError, InvalidMoleculeError, MolediffInputError
 
 __all__ = ["InputRecord", "read_inputs", "read_smi", "read_csv", "read_sdf", "records_from_strings",
-           "input_format", "count_records"]
+           "input_format", "count_records", "STDIN"]
+
+STDIN = "-"  # the input path that reads SMILES lines (``SMILES [name]``, as in a .smi file) from standard input
 
 _ID_COLUMNS = ("id", "name", "title", "mol_id", "molecule_id", "compound_id", "identifier")
 
@@ -64,7 +68,10 @@ class InputRecord:
 
 
 def input_format(path: str | os.PathLike) -> str:
-    """Format of an input path from its extension: ``"smi"``, ``"csv"``, ``"tsv"`` or ``"sdf"``."""
+    """Format of an input path from its extension: ``"smi"``, ``"csv"``, ``"tsv"`` or ``"sdf"``
+    (``"smi"`` for :data:`STDIN`)."""
+    if os.fspath(path) == STDIN:
+        return "smi"
     name = os.fspath(path).lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -76,6 +83,16 @@ def input_format(path: str | os.PathLike) -> str:
                      "(expected .smi, .csv, .tsv or .sdf, optionally .gz)")
 
 
+def _stdin_lines() -> Iterator[str]:
+    """Lines of standard input, decoded as UTF-8 (undecodable bytes replaced); stdin is left open."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes underneath (an embedding application, a test)
+        yield from sys.stdin
+        return
+    for raw in buffer:
+        yield raw.decode("utf-8", errors="replace")
+
+
 def _open_text(path: str | os.PathLike) -> TextIO:
     # utf-8-sig drops a byte-order mark before any parser sees it (a BOM before a quoted CSV header hid the column)
     if os.fspath(path).lower().endswith(".gz"):
@@ -85,7 +102,7 @@ def _open_text(path: str | os.PathLike) -> TextIO:
 
 def read_inputs(path: str | os.PathLike, *, smiles_column: str | None = None,
                 id_column: str | None = None) -> Iterator[InputRecord]:
-    """Read records lazily from ``path``; the format comes from the extension.
+    """Read records lazily from ``path``; the format comes from the extension (:data:`STDIN`: SMILES lines).
 
     Raises
     ------
@@ -97,6 +114,13 @@ def read_inputs(path: str | os.PathLike, *, smiles_column: str | None = None,
     """
     fmt = input_format(path)
     n = 0
+    if os.fspath(path) == STDIN:
+        for rec in read_smi(_stdin_lines()):
+            n += 1
+            yield rec
+        if n == 0:
+            raise EmptyInputError("standard input (-i -) contains no molecules")
+        return
     with _open_text(path) as handle:
         if fmt == "smi":
             it = read_smi(handle)
@@ -238,7 +262,9 @@ def records_from_strings(items: Iterable["str | Chem.Mol"]) -> Iterator[InputRec
 
 
 def count_records(path: str | os.PathLike) -> int | None:
-    """Cheap upper bound of the number of records (for a progress bar); ``None`` if unknown."""
+    """Cheap upper bound of the number of records (for a progress bar); ``None`` if unknown (stdin)."""
+    if os.fspath(path) == STDIN:
+        return None
     try:
         fmt = input_format(path)
         with _open_text(path) as handle:

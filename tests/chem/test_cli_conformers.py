@@ -357,6 +357,42 @@ def test_a_truncated_gz_input_stops_with_a_message_and_resume_finishes_it(tmp_pa
     assert [int(m.GetProp("molediff_input_index")) for m in Chem.SDMolSupplier(str(out))] == list(range(300))
 
 
+def test_smiles_from_stdin_with_bad_lines_in_the_failure_report(tmp_path, cli):
+    out, rep = tmp_path / "out.sdf", tmp_path / "fail.csv"
+    res = cli("conformers", "-i", "-", "-o", str(out), "-n", "1", "--seed", "0", "--model", "etkdg",
+              "--failures", str(rep), "-q", input_text="# header comment\nCCO a\nC1CC bad\n\nCCN b\n")
+    assert res.returncode == 1, res.stderr  # two bad lines, no --keep-going
+    assert [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(out))] == ["a", "b"]
+    assert [m.GetProp("molediff_input_line") for m in Chem.SDMolSupplier(str(out))] == ["2", "5"]
+    rows = rep.read_text().splitlines()
+    assert rows[1].startswith("1,3,bad,C1CC,InvalidSmilesError") and rows[2].startswith("2,4,line 4,,EmptyInputError")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fail.csv", "out.sdf"]
+
+
+def test_sdf_to_stdout_with_dash_keeps_stdout_a_clean_sdf(tmp_path, cli):
+    res = cli("conformers", "-i", "-", "-o", "-", "-n", "2", "--seed", "0", input_text="CCO a\nC1CC bad\nCCN b\n",
+              cwd=tmp_path)  # the shipped model, with the summary and a failure on stderr
+    assert res.returncode == 1
+    mols = list(Chem.ForwardSDMolSupplier(io.BytesIO(res.stdout.encode()), removeHs=False))
+    assert [m.GetProp("_Name") for m in mols] == ["a", "a", "b", "b"] and all(m is not None for m in mols)
+    assert res.stdout.startswith("a\n") and res.stdout.endswith("$$$$\n")
+    assert "failed: line 2 (bad)" in res.stderr and "2 molecule(s) -> 4 conformer(s), 1 failed" in res.stderr
+    assert list(tmp_path.iterdir()) == []  # no progress or failure journal
+
+
+def test_stdin_and_stdout_cannot_be_resumed_or_shared_by_workers(tmp_path, capsys):
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "-i", "-", "-o", str(out), "--resume", "--model", "etkdg", "-q"]) == 2
+    assert "--resume cannot re-read stdin (-i -)" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "-o", "-", "--resume", "--model", "etkdg", "-q"]) == 2
+    assert "--resume needs -o FILE" in capsys.readouterr().err
+    assert main(["conformers", "-i", "-", "-o", str(out), "--workers", "2", "-q"]) == 2
+    assert "--workers cannot share stdin (-i -)" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "-o", "-", "--workers", "2", "-q"]) == 2
+    assert "--workers needs -o OUTPUT" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_while_loading_the_model_exits_130_without_a_traceback(tmp_path, capsys, monkeypatch):
     import molediff.chem.generate as generate
 

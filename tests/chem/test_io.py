@@ -38,6 +38,21 @@ def test_csv_column_problems_are_file_level_typed_errors():
     assert issubclass(InputFileError, ValueError) and not issubclass(InputFileError, MolediffInputError)
 
 
+def test_stdin_reads_smiles_lines_with_line_numbers(monkeypatch):
+    from molediff.chem.io_read import STDIN, count_records, input_format
+
+    stdin = io.TextIOWrapper(io.BytesIO("\ufeffCCO a\n\nC1CC\nCC\xff\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff")))
+    monkeypatch.setattr("sys.stdin", stdin)
+    recs = list(read_inputs(STDIN))
+    assert [(r.line, r.id, r.smiles) for r in recs] == [(1, "a", "CCO"), (2, "line 2", ""), (3, "line 3", "C1CC"),
+                                                        (4, "line 4", "CC\ufffd")]
+    assert isinstance(recs[1].error, EmptyInputError) and not stdin.closed  # stdin is not ours to close
+    assert input_format(STDIN) == "smi" and count_records(STDIN) is None
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"# only a comment\n")))
+    with pytest.raises(EmptyInputError, match="standard input"):
+        list(read_inputs(STDIN))
+
+
 def test_sdf_titles_and_unreadable_block(tmp_path):
     good = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO"))
     good = "ethanol" + good[good.index("\n"):]
