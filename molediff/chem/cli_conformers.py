@@ -10,7 +10,8 @@ Examples
     torchrun --nproc-per-node 4 -m molediff conformers -i big.smi -o big.sdf --device cuda
 
 Exit status: 0 when every molecule got conformers (or with ``--keep-going``), 1 when some
-molecule failed, 2 for usage errors (bad options, unreadable input file, model not found).
+molecule failed or the input holds no molecule (then no file is created or changed), 2 for usage
+errors (bad options, unreadable input file, model not found).
 """
 
 from __future__ import annotations
@@ -256,6 +257,11 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             _err(problem)
             return 2
+        records, empty = _open_records(args)
+        if empty:
+            _err(empty)
+            return 1
+        records.close()
         from molediff.chem.local_ranks import run_local_ranks, without_option
 
         return run_local_ranks(without_option(args.raw_argv, "--workers"), args.workers)
@@ -264,6 +270,45 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # while loading the model or finishing (the loop reports its own)
         _err(f"interrupted; {_saved_hint(args)}")
         return 130
+
+
+def _open_records(args: argparse.Namespace):
+    """The input records, checked to hold at least one before any file is touched.
+
+    Returns
+    -------
+    records : iterator of InputRecord or None
+        Every record, the first one included (an error past the first is raised while iterating).
+    empty : str or None
+        The message for an input without records (``records`` is then ``None``).
+    """
+    from molediff.chem.errors import EmptyInputError, InputFileError
+    from molediff.chem.io_read import read_inputs, records_from_strings
+
+    if not args.input:
+        return records_from_strings(args.smiles), None
+    if args.input == "-" and not args.quiet and _interactive_stdin():
+        _err("reading SMILES from stdin, one per line (SMILES [name]); end with Ctrl-D")
+    records = read_inputs(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
+    try:
+        first = next(records)
+    except EmptyInputError as err:  # read_inputs raises it for an input without records
+        return None, f"{err}; nothing to do, no file was created or changed"
+    except (InputFileError, OSError) as err:  # raised again where the main loop reports read errors
+        def failing(err=err):
+            raise err
+            yield
+        return failing(), None
+    return _chain_closing(first, records), None
+
+
+def _chain_closing(first, records):
+    """``first`` then the rest of ``records``; closing it closes ``records`` (and so the input file)."""
+    try:
+        yield first
+        yield from records
+    finally:
+        records.close()
 
 
 def _interactive_stdin() -> bool:
@@ -285,9 +330,9 @@ def _saved_hint(args: argparse.Namespace) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
-    from molediff.chem.errors import EmptyInputError, InputFileError, MissingDependencyError
+    from molediff.chem.errors import InputFileError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
-    from molediff.chem.io_read import count_records, read_inputs, records_from_strings
+    from molediff.chem.io_read import count_records
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_compressed, output_format
     from molediff.chem.sampler_protocol import EtkdgSampler
 
@@ -302,6 +347,11 @@ def _run(args: argparse.Namespace) -> int:
     if ctx.distributed and args.input == "-":
         _err("distributed runs cannot share stdin (-i -) between ranks; give -i FILE")
         return 2
+    records, empty = _open_records(args)  # before the output, the progress file or the journal is touched
+    if empty:
+        if ctx.is_main:
+            _err(empty)
+        return 1
     try:
         fmt = output_format(args.output) if args.output else "sdf"
         if args.relax == "xtb":
@@ -362,13 +412,7 @@ def _run(args: argparse.Namespace) -> int:
         _err(f"cannot write {target}: {err.strerror or err}")
         return 2
 
-    if args.input:
-        if args.input == "-" and not args.quiet and _interactive_stdin():
-            _err("reading SMILES from stdin, one per line (SMILES [name]); end with Ctrl-D")
-        records = read_inputs(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
-        total = count_records(args.input)
-    else:
-        records, total = records_from_strings(args.smiles), len(args.smiles)
+    total = count_records(args.input) if args.input else len(args.smiles)
     mine = (r for r in records if r.index % ctx.world_size == ctx.rank and not writer.done(r.index))
     results = generate_conformers_batch(
         mine, args.num_confs, seed, model=model, sampler=args.sampler, steps=args.steps, relax=args.relax,
@@ -399,10 +443,6 @@ def _run(args: argparse.Namespace) -> int:
                 if res.ok and res.warnings and n_warned <= MAX_REPORTED:
                     bar.write(f"warning: {res.id}: {'; '.join(res.warnings)}", file=sys.stderr)
             bar.update(len(chunk))
-    except EmptyInputError as err:
-        bar.close()
-        _err(str(err))
-        return 1
     except (InputFileError, OSError) as err:  # the input breaks off midway (a truncated .gz)
         bar.close()
         hint = _saved_hint(args) if args.input == "-" or not args.output else \

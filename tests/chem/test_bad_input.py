@@ -95,7 +95,8 @@ def test_empty_file_and_unreadable_sdf_via_cli(tmp_path, capsys):
     empty = tmp_path / "e.smi"
     empty.write_text("")
     assert main(["conformers", "-i", str(empty), "-o", str(tmp_path / "o.sdf"), "--model", "etkdg", "-q"]) == 1
-    assert "contains no molecules" in capsys.readouterr().err
+    assert "contains no molecules; nothing to do, no file was created or changed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [empty]  # no output, progress file or failure journal
     sdf, rep = tmp_path / "in.sdf", tmp_path / "f.csv"
     sdf.write_text("broken\n\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\ngarbage\nM  END\n$$$$\n")
     assert main(["conformers", "-i", str(sdf), "-o", str(tmp_path / "o.sdf"), "--model", "etkdg", "-q",

@@ -393,6 +393,34 @@ def test_stdin_and_stdout_cannot_be_resumed_or_shared_by_workers(tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, content", [("in.smi", b""), ("in.smi", b"# a comment only\n"),
+                                           ("in.csv", b"id,smiles\n"),
+                                           ("in.sdf.gz", __import__("gzip").compress(b"", mtime=0))],
+                         ids=["empty", "comment-only", "csv-header-only", "empty-gz"])
+def test_an_empty_input_creates_no_file_and_leaves_an_earlier_output_alone(tmp_path, capsys, name, content):
+    inp, out, rep = tmp_path / name, tmp_path / "out.sdf", tmp_path / "fail.csv"
+    inp.write_bytes(content)
+    base = ["conformers", "-i", str(inp), "-o", str(out), "--failures", str(rep), "--model", "etkdg"]
+    assert main(base) == 1
+    assert "contains no molecules; nothing to do, no file was created or changed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [inp]
+    earlier = {out: "an earlier run's output\n", tmp_path / "out.sdf.progress.json": '{"next_index": 3}',
+               tmp_path / "out.sdf.failures.jsonl": "{}\n", rep: "input_index\n"}
+    for path, text in earlier.items():
+        path.write_text(text)
+    for argv in (base, base + ["--resume"], base[:-2] + ["--workers", "2"]):  # the model's worker processes too
+        assert main(argv) == 1, argv
+        assert "contains no molecules" in capsys.readouterr().err
+        assert {path: path.read_text() for path in earlier} == earlier  # nothing removed, truncated or changed
+    assert len(list(tmp_path.iterdir())) == 1 + len(earlier)
+
+
+def test_empty_stdin_creates_no_file(tmp_path, cli):
+    res = cli("conformers", "-i", "-", "-o", str(tmp_path / "out.sdf"), "--model", "etkdg", input_text="")
+    assert res.returncode == 1 and "standard input (-i -) contains no molecules; nothing to do" in res.stderr
+    assert list(tmp_path.iterdir()) == [] and res.stdout == ""
+
+
 def test_ctrl_c_while_loading_the_model_exits_130_without_a_traceback(tmp_path, capsys, monkeypatch):
     import molediff.chem.generate as generate
 
