@@ -46,6 +46,7 @@ from torch import nn
 from molediff.nn.precision import edge_precision, supports_reduced_precision
 from molediff.training import distributed as D
 from molediff.training.checkpoint import (
+    CheckpointError,
     CheckpointManager,
     NonFiniteTensorError,
     flatten_optimizer_state,
@@ -236,14 +237,17 @@ class Trainer:
     def _load(self, path: Path) -> None:
         ck = load_checkpoint(path)
         meta = ck.meta
-        self.model.load_state_dict(ck.section("model"))
-        if self.ema is not None:
-            if meta.get("ema") is None:
-                raise RuntimeError(f"{path} holds no EMA state but the config enables EMA")
-            # the average and its update count from the checkpoint; decay and warm-up as configured now
-            self.ema.load_state_dict({**meta["ema"], "decay": self.ema.decay, "warmup": self.ema.warmup,
-                                      "shadow": ck.section("ema")})
-        self.optimizer.load_state_dict(unflatten_optimizer_state(ck.tensors, meta["optimizer"]))
+        if self.ema is not None and meta.get("ema") is None:
+            raise CheckpointError(f"{path} holds no EMA state but the config enables EMA")
+        try:
+            self.model.load_state_dict(ck.section("model"))
+            if self.ema is not None:
+                # the average and its update count from the checkpoint; decay and warm-up as configured now
+                self.ema.load_state_dict({**meta["ema"], "decay": self.ema.decay, "warmup": self.ema.warmup,
+                                          "shadow": ck.section("ema")})
+            self.optimizer.load_state_dict(unflatten_optimizer_state(ck.tensors, meta["optimizer"]))
+        except (RuntimeError, KeyError, ValueError) as exc:  # a changed model config: name the file and what differs
+            raise CheckpointError(f"checkpoint {path} does not fit the configured model or optimiser: {exc}") from exc
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
         self.batches_in_epoch = int(meta["batches_in_epoch"])
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))

@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from molediff.training.checkpoint import load_checkpoint
+from molediff.training.checkpoint import CheckpointError, load_checkpoint
 from molediff.training.config import config_from_dict
 from molediff.training.export import load_exported
 from molediff.training.logging import read_log
@@ -268,6 +268,15 @@ def test_non_finite_parameters_are_never_written(tmp_path, toy_config):
     with pytest.raises(NonFiniteTensorError, match="model.net.0.bias"):
         trainer.save_checkpoint()
     assert trainer.ckpts.steps() == [2] and not (tmp_path / "export").exists()
+
+
+def test_resume_with_another_model_names_the_checkpoint(tmp_path, toy_config):
+    """A changed network was a bare RuntimeError (size mismatch) that did not say which file was loaded."""
+    Trainer(toy_config(tmp_path, steps=2)).fit()
+    raw = toy_raw(tmp_path, steps=4)
+    raw["model"]["hidden"] = 8
+    with pytest.raises(CheckpointError, match="(?s)step_00000002.json does not fit the configured model.*size mismatch"):
+        Trainer(config_from_dict(raw), resume=True)
 
 
 def test_bf16_falls_back_to_fp32_on_cpu(tmp_path, toy_config):
