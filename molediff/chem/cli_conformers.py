@@ -335,6 +335,7 @@ def _run(args: argparse.Namespace) -> int:
     from molediff.chem.io_read import count_records
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_compressed, output_format
     from molediff.chem.sampler_protocol import EtkdgSampler
+    from molediff.training.checkpoint import CheckpointError
 
     problem = _argument_problem(args)
     if problem:
@@ -384,7 +385,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--polish needs a diffusion model, not {diffusion.name!r}")
             from molediff.chem.polish import PolishedSampler
             model = PolishedSampler(diffusion, base=model)
-    except (ValueError, MissingDependencyError, ImportError, OSError) as err:
+    except (ValueError, MissingDependencyError, ImportError, OSError, CheckpointError) as err:
         _err(str(err))
         return 2
 

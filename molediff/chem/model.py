@@ -10,7 +10,6 @@ wires the two together, so training on a machine without RDKit (on packed tensor
 from __future__ import annotations
 
 import importlib
-import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -440,19 +439,26 @@ def load_conformer_model(name_or_path: str | Path | None = None, device: str | t
         ``device`` cannot be used on this machine (a ``ValueError``).
     FileNotFoundError
         No model of that name or path.
+    ValueError
+        The model description is not a conformer model (no ``config.model`` section).
+    molediff.training.export.ExportError
+        The JSON is unreadable, the weights are missing, truncated or do not match the size and SHA-256 in the
+        JSON (the shipped models record both), or they do not fit the described network (a ``RuntimeError``).
     """
-    from safetensors.torch import load_file
-
     from molediff.core.device import require_device
+    from molediff.training.export import ExportError, load_exported
 
     target = require_device(device)  # before reading anything: a clear error, not torch's
     meta_path = _resolve_path(name_or_path)
-    meta = json.loads(meta_path.read_text())
-    model_cfg = meta.get("config", {}).get("model")
+    state, meta = load_exported(meta_path)
+    model_cfg = (meta.get("config") or {}).get("model")
     if model_cfg is None:
         raise ValueError(f"{meta_path} is not a conformer model (no config.model section)")
     model = ConformerModel(ConformerModelConfig.from_dict(model_cfg))
-    state = load_file(str(meta_path.with_suffix(".safetensors")))
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ExportError(f"the weights {meta_path.with_suffix('.safetensors')} do not fit the network "
+                          f"described in {meta_path.name}: {exc}") from exc
     model.card = {"step": meta.get("step"), **meta.get("card", {})}  # type: ignore[attr-defined]
     return model.to(target).eval()

@@ -47,6 +47,8 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     from safetensors.torch import load_file
 
     from molediff.core.device import require_device
+    from molediff.training.export import FORMAT as EXPORT_FORMAT
+    from molediff.training.export import ExportError, load_exported
 
     require_device(device)  # a clear error (a ValueError) before reading anything
     path = Path(path)
@@ -56,14 +58,26 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelLoadError(f"{stem}: need both {meta_path.name} and {weights_path.name}")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the model description {meta_path}: {exc}") from exc
     config = meta.get("config") or {}
     try:
         m, s, _ = parse_point_config(config.get("model", {}), config.get("schedule", {}), config.get("data", {}))
     except ValueError as exc:
         raise ModelLoadError(f"{meta_path}: not a point-cloud model config: {exc}") from exc
-    tensors = load_file(str(weights_path))
-    if meta.get("format") != "molediff-model":  # trainer checkpoint: prefer the EMA section
+    if meta.get("format") == EXPORT_FORMAT:  # size and SHA-256 checked against the JSON where recorded
+        try:
+            tensors, _ = load_exported(meta_path)
+        except ExportError as exc:
+            raise ModelLoadError(str(exc)) from exc
+    else:  # trainer checkpoint: prefer the EMA section
+        try:
+            tensors = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelLoadError(f"cannot read the weights {weights_path} (truncated or not safetensors?): "
+                                 f"{exc}") from exc
         prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
         tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     model = build_from_config(m, s)

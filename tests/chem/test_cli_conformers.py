@@ -61,6 +61,23 @@ def test_usage_errors(tmp_path, capsys):
     assert "pip install molediff[xtb]" in capsys.readouterr().err or _has_tblite()
 
 
+def test_corrupted_model_weights_are_a_usage_error_naming_the_file(tmp_path, capsys):
+    import shutil
+
+    import molediff
+
+    shipped = os.path.join(os.path.dirname(molediff.__file__), "weights", "qm9_egnn")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(shipped + suffix, tmp_path / f"m{suffix}")
+    data = bytearray((tmp_path / "m.safetensors").read_bytes())
+    data[-100] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(data))
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", "CCO", "--model", str(tmp_path / "m.json"), "-o", str(out), "-q"]) == 2
+    assert "m.safetensors do not match the SHA-256 in m.json" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def _has_tblite():
     try:
         import tblite  # noqa: F401

@@ -146,6 +146,59 @@ def test_missing_model_is_a_clear_error(tmp_path):
         load_conformer_model(tmp_path / "absent")
 
 
+def test_shipped_models_record_their_weights_checksum():
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import molediff
+
+    weights = Path(molediff.__file__).parent / "weights"
+    for meta_path in sorted(weights.glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        data = meta_path.with_suffix(".safetensors").read_bytes()
+        assert meta["weights_bytes"] == len(data), meta_path.name
+        assert meta["weights_sha256"] == hashlib.sha256(data).hexdigest(), meta_path.name
+
+
+def test_corrupted_or_mismatched_weights_are_a_typed_error_naming_the_file(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import molediff
+    from molediff.training.export import ExportError
+
+    shipped = Path(molediff.__file__).parent / "weights" / "qm9_egnn"
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(shipped.with_suffix(suffix), tmp_path / f"m{suffix}")
+    data = bytearray((tmp_path / "m.safetensors").read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside a weight: still valid safetensors, wrong numbers
+    (tmp_path / "m.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=r"m\.safetensors do not match the SHA-256"):
+        load_conformer_model(tmp_path / "m.json")
+    (tmp_path / "m.safetensors").write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ExportError, match="truncated"):
+        load_conformer_model(tmp_path / "m.json")
+
+
+def test_weights_that_do_not_fit_the_described_network_are_a_typed_error(tmp_path):
+    import json
+    import shutil
+
+    from molediff.training.export import ExportError
+
+    ConformerModel(tiny_config()).save_pretrained(tmp_path / "a")
+    narrow = tiny_config()
+    narrow.network_kwargs = {**narrow.network_kwargs, "hidden": 8}
+    ConformerModel(narrow).save_pretrained(tmp_path / "b")
+    shutil.copy(tmp_path / "b.safetensors", tmp_path / "a.safetensors")
+    meta = json.loads((tmp_path / "a.json").read_text())
+    del meta["weights_sha256"], meta["weights_bytes"]  # an export from before checksums: loads unchecked
+    (tmp_path / "a.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match=r"a\.safetensors do not fit the network described in a\.json"):
+        load_conformer_model(tmp_path / "a.json")
+
+
 def _packed(smiles):
     from rdkit.Chem import AllChem
 

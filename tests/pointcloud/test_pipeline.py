@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import molediff
 from molediff.data.shapes import SHAPE_CLASSES
 from molediff.pointcloud import cli
 from molediff.pointcloud.io import load_point_cloud
@@ -15,6 +17,8 @@ from molediff.pointcloud.sample import ModelLoadError, generate_point_clouds, lo
 from molediff.pointcloud.training_task import PointCloudTask
 from molediff.training.config import ConfigError, config_from_dict
 from molediff.training.trainer import Trainer
+
+SHIPPED = Path(molediff.__file__).parent / "weights"
 
 
 def _config(tmp_path, network: str = "pointnet", **data):
@@ -65,6 +69,23 @@ def test_load_and_generate(trained):
     assert isinstance(ckpt, torch.nn.Module)
     with pytest.raises(ModelLoadError):
         load_point_model(trained / "missing")
+    for name in ("pointcloud_egnn", "pointcloud_pointnet"):  # the shipped ones, checked against their checksum
+        assert isinstance(load_point_model(SHIPPED / name)[0], torch.nn.Module)
+
+
+def test_corrupted_point_model_weights_are_a_model_load_error(tmp_path):
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(SHIPPED / f"pointcloud_egnn{suffix}", tmp_path / f"m{suffix}")
+    data = bytearray((tmp_path / "m.safetensors").read_bytes())
+    data[-100] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="do not match the SHA-256"):
+        load_point_model(tmp_path / "m.json")
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot read the model description"):
+        load_point_model(tmp_path / "m.json")
     with pytest.raises(ValueError, match="unknown class"):
         parse_labels("teapot", 2)
     assert parse_labels("none", 2).tolist() == [len(SHAPE_CLASSES)] * 2
