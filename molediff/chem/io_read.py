@@ -212,7 +212,7 @@ def _find_column(lower: list[str], wanted: str | None, exact, contains) -> int |
 
 
 def read_sdf(lines: Iterable[str]) -> Iterator[InputRecord]:
-    """SD file split on ``$$$$`` lines; each block parsed with hydrogens and stereo kept.
+    """SD file split on ``$$$$`` lines; each block parsed with hydrogens, stereo and data fields kept.
 
     A block RDKit cannot read becomes a record with :class:`InvalidMoleculeError`; a
     trailing block without ``$$$$`` is still read.
@@ -237,8 +237,10 @@ def _sdf_record(index: int, start: int, block: list[str]) -> InputRecord:
     if not text.strip():
         return InputRecord(index, start, ident, None, "", EmptyInputError("empty SDF record"))
     with rdBase.BlockLogs():
-        try:
-            mol = Chem.MolFromMolBlock(text, sanitize=True, removeHs=False)
+        try:  # a supplier, not MolFromMolBlock, which drops the block's data fields (the output carries them)
+            supplier = Chem.SDMolSupplier()
+            supplier.SetData(text, sanitize=True, removeHs=False, strictParsing=False)
+            mol = next(iter(supplier), None)
         except Exception:  # some malformed blocks raise instead of returning None
             mol = None
     if mol is None:

@@ -187,3 +187,16 @@ def test_a_byte_order_mark_before_a_quoted_csv_header_keeps_the_columns(tmp_path
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     recs = list(read_inputs(path))
     assert [(r.id, r.smiles, r.line) for r in recs] == [("m1", "CCO", 2), ("m2", "CCN", 3)]
+
+
+def test_sdf_input_data_fields_reach_every_output_record(fake_model):
+    block = Chem.MolToMolBlock(Chem.MolFromSmiles("C[C@H](N)C(=O)O"))
+    text = ("ala" + block[block.index("\n"):] + ">  <activity>\n7.50\n\n>  <vendor id> (1)\nABC-0012\n\n$$$$\n"
+            + block + "stray line\n> <note>\nx\n\n$$$$\n")  # a stray line before the fields: still read
+    recs = list(read_sdf(io.StringIO(text)))
+    assert recs[0].source.GetProp("activity") == "7.50" and recs[0].source.GetProp("vendor id") == "ABC-0012"
+    assert recs[1].source.GetProp("note") == "x"
+    res = list(generate_conformers_batch(recs, 2, 0, model=fake_model))
+    mols = list(Chem.ForwardSDMolSupplier(io.BytesIO(format_result(res[0]).encode()), removeHs=False))
+    assert [(m.GetProp("_Name"), m.GetProp("activity"), m.GetProp("vendor id")) for m in mols] \
+        == [("ala", "7.50", "ABC-0012")] * 2
