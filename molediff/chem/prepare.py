@@ -11,6 +11,8 @@ Policy (documented for users in :func:`prepare_molecule`):
   conformer model only needs supported elements.
 * Radicals raise :class:`RadicalError` by default, because every shipped model is trained on
   closed-shell molecules; ``allow_radicals=True`` turns this into a warning.
+* A molecule's own properties (an SDF record's data fields) are kept, except ``molediff_*`` ones,
+  which an earlier run's output carries and which describe that run.
 * Explicit hydrogens are added (``Chem.AddHs``); atom order of the input is kept, hydrogens
   are appended.
 * ``max_atoms`` (hydrogens included) is a hard cap (:class:`TooLargeMoleculeError`);
@@ -165,6 +167,9 @@ def _from_mol(source: Chem.Mol) -> Chem.Mol:
     if source.GetNumAtoms() == 0:
         raise EmptyInputError("molecule has no atoms")
     mol = Chem.Mol(source)
+    for key in mol.GetPropNames():  # an earlier run's output as input: its provenance would mix with this run's
+        if key.startswith("molediff_"):
+            mol.ClearProp(key)
     with rdBase.BlockLogs():
         try:
             Chem.SanitizeMol(mol)

@@ -169,3 +169,16 @@ def test_an_oversize_molecule_the_model_fails_on_gets_the_oversize_hint(make_fak
     assert big.error.reason.endswith("oversize='etkdg' (--oversize etkdg) embeds such molecules with ETKDGv3")
     assert "larger than any molecule the model fake-qm9 was trained on" in str(big.error)
     assert isinstance(small.error, NonFiniteCoordinatesError) and "oversize" not in str(small.error)
+
+
+def test_a_previous_runs_molediff_properties_do_not_leak_into_the_new_output(fake_model):
+    mol = Chem.MolFromSmiles("CCO")
+    mol.SetProp("activity", "5.0")
+    for key, val in (("molediff_warnings", "a warning of the old run"), ("molediff_energy_kcal", "-3.2"),
+                     ("molediff_stereo_raw_fraction", "0.5")):
+        mol.SetProp(key, val)  # as read back from an earlier (relaxed) output
+    out = generate_conformers(mol, 1, 0, model=fake_model)
+    props = out.GetPropsAsDict()
+    assert props["activity"] == 5.0 and props["molediff_model"] == "fake-qm9"
+    assert not {"molediff_warnings", "molediff_energy_kcal", "molediff_stereo_raw_fraction"} & set(props)
+    assert mol.HasProp("molediff_warnings")  # the caller's molecule is untouched
