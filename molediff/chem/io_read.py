@@ -146,6 +146,8 @@ def _blank_error(line: int) -> EmptyInputError:
 def read_smi(lines: Iterable[str]) -> Iterator[InputRecord]:
     """SMILES file: ``SMILES [name ...]`` per line; ``#`` comments and a ``SMILES`` header skipped.
 
+    A CXSMILES extension after the SMILES (``C[C@H](O)CC |&1:1| name``) is kept with the SMILES.
+
     Blank lines are records with an :class:`EmptyInputError` so that they show up in the
     failure report instead of vanishing silently.
     """
@@ -160,8 +162,11 @@ def read_smi(lines: Iterable[str]) -> Iterator[InputRecord]:
         if not parts:
             yield InputRecord(index, lineno, f"line {lineno}", None, "", _blank_error(lineno))
         else:
-            name = parts[1].strip() if len(parts) > 1 else ""
-            yield InputRecord(index, lineno, name or f"line {lineno}", parts[0], parts[0])
+            smiles, name = parts[0], parts[1].strip() if len(parts) > 1 else ""
+            end = name.find("|", 1) if name.startswith("|") else -1
+            if end > 0:  # a CXSMILES extension (enhanced stereo, labels) belongs to the SMILES, not the name
+                smiles, name = f"{smiles} {name[:end + 1]}", name[end + 1:].strip()
+            yield InputRecord(index, lineno, name or f"line {lineno}", smiles, smiles)
         index += 1
 
 

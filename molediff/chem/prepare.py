@@ -21,6 +21,7 @@ Policy (documented for users in :func:`prepare_molecule`):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rdkit import Chem, rdBase
@@ -38,6 +39,7 @@ from molediff.chem.errors import (
 __all__ = ["PreparedMolecule", "parse_smiles", "prepare_molecule", "FRAGMENT_POLICIES"]
 
 FRAGMENT_POLICIES = ("largest", "fail")
+_CXSMILES_EXTENSION = re.compile(r"\|[^|]*\|")
 
 
 @dataclass
@@ -63,7 +65,8 @@ class PreparedMolecule:
 
 
 def parse_smiles(smiles: str) -> Chem.Mol:
-    """Parse and sanitise a SMILES, raising a typed error with the precise reason.
+    """Parse and sanitise a SMILES (or a CXSMILES: ``SMILES |extension|``), raising a typed error with the
+    precise reason.
 
     Raises
     ------
@@ -75,8 +78,11 @@ def parse_smiles(smiles: str) -> Chem.Mol:
     if smiles is None or not str(smiles).strip():
         raise EmptyInputError("empty SMILES")
     text = str(smiles).strip()
-    if any(ch.isspace() for ch in text):
+    core, _, extension = text.partition(" ") if " " in text else text.partition("\t")
+    if any(ch.isspace() for ch in core) or (extension and not _CXSMILES_EXTENSION.fullmatch(extension.strip())):
         raise InvalidSmilesError(f"SMILES contains whitespace: {text!r}")
+    if extension:  # CXSMILES: enhanced stereo groups, atom labels, ... parsed by RDKit
+        text = f"{core} {extension.strip()}"
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(text, sanitize=False)
         if mol is None:

@@ -117,3 +117,16 @@ def test_a_non_integer_num_confs_is_a_type_error_not_a_per_molecule_failure(fake
 
 def test_a_numpy_integer_num_confs_works_with_etkdg():
     assert generate_conformers("CCO", np.int64(2), 0, model="etkdg").GetNumConformers() == 2
+
+
+def test_cxsmiles_is_parsed_with_its_extension_and_whitespace_elsewhere_is_refused():
+    from rdkit import Chem
+
+    from molediff.chem.prepare import parse_smiles
+
+    mol = parse_smiles("C[C@H](O)CC |&1:1|")
+    assert len(mol.GetStereoGroups()) == 1 and mol.GetStereoGroups()[0].GetGroupType() == Chem.StereoGroupType.STEREO_AND
+    assert parse_smiles("  CCO |$;;$|  ").GetNumAtoms() == 3
+    for bad in ("C C", "CCO |&1:1", "CCO |$;;$| x", "CC |a| |b|"):
+        with pytest.raises(E.InvalidSmilesError):
+            parse_smiles(bad)

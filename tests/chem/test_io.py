@@ -200,3 +200,13 @@ def test_sdf_input_data_fields_reach_every_output_record(fake_model):
     mols = list(Chem.ForwardSDMolSupplier(io.BytesIO(format_result(res[0]).encode()), removeHs=False))
     assert [(m.GetProp("_Name"), m.GetProp("activity"), m.GetProp("vendor id")) for m in mols] \
         == [("ala", "7.50", "ABC-0012")] * 2
+
+
+def test_cxsmiles_extension_stays_with_the_smiles_not_the_name(fake_model):
+    text = "C[C@H](O)CC |&1:1| racemic 2-butanol\nCC(=O)O |$;;;$| acid\nCCO |&1:1 broken\n"
+    recs = list(read_smi(io.StringIO(text)))
+    assert [(r.smiles, r.id) for r in recs[:2]] == [("C[C@H](O)CC |&1:1|", "racemic 2-butanol"),
+                                                     ("CC(=O)O |$;;;$|", "acid")]
+    assert recs[2].smiles == "CCO" and recs[2].id == "|&1:1 broken"  # unterminated: not an extension
+    res = list(generate_conformers_batch(recs[:2], 1, 0, model=fake_model))
+    assert [r.ok for r in res] == [True, True] and res[0].mol.GetProp("_Name") == "racemic 2-butanol"
