@@ -1,11 +1,14 @@
 """Conformer-ensemble metrics: symmetry-aware heavy-atom RMSD, coverage and matching.
 
 All RMSDs are heavy-atom RMSDs after optimal rigid alignment (rotation + translation, no
-reflection), minimised over the molecule's graph automorphisms. RDKit's
-``rdMolAlign.GetBestRMS`` does the alignment; the atom maps (automorphisms of the heavy-atom
-graph with elements and topology, bond orders ignored, which also makes conjugated terminal
-groups such as carboxylates symmetric) are enumerated once per molecule and capped at
-``max_matches`` so that highly symmetric molecules cannot stall an evaluation.
+reflection), minimised over the molecule's symmetries. RDKit's ``rdMolAlign.GetBestRMS`` does
+both with its defaults on hydrogen-free copies: the atom maps are the substructure matches of
+the heavy-atom graph *with bond orders* (a ``=CH2`` is not a ``-CH3``, a ring double bond is not
+a ring single bond), with conjugated terminal groups such as carboxylates, nitro groups and
+carboxylic acids symmetrised; they are capped at ``max_matches`` so that highly symmetric
+molecules cannot stall an evaluation. (Element-and-topology maps alone would let the alignment
+swap a methyl with a methylene or rotate a cyclohexene ring onto its single bonds, which lowers
+RMSDs below the true value.)
 
 Definitions for multi-reference sets (GeoMol / GeoDiff, Ganea et al. 2021; Xu et al. 2022), with
 ``D[k, l]`` the RMSD between generated conformer k and reference conformer l:
@@ -38,19 +41,17 @@ def _heavy(mol: Chem.Mol) -> Chem.Mol:
         a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else Chem.Mol(mol)
 
 
-def _atom_maps(probe: Chem.Mol, ref: Chem.Mol, max_matches: int) -> list[list[tuple[int, int]]]:
-    """All (probe atom, ref atom) maps between two heavy-atom graphs (up to ``max_matches``)."""
+def _check_same_graph(probe: Chem.Mol, ref: Chem.Mol) -> None:
+    """Raise ValueError unless the two heavy-atom graphs have the same elements and topology."""
     query = graph_template(probe)
     target = graph_template(ref)
     Chem.FastFindRings(query)
     Chem.FastFindRings(target)
-    matches = target.GetSubstructMatches(query, uniquify=False, maxMatches=max_matches,
-                                         useChirality=False)
-    if not matches or len(matches[0]) != probe.GetNumAtoms() \
-            or probe.GetNumAtoms() != ref.GetNumAtoms():
+    match = target.GetSubstructMatch(query, useChirality=False)
+    if len(match) != probe.GetNumAtoms() or probe.GetNumAtoms() != ref.GetNumAtoms() \
+            or probe.GetNumBonds() != ref.GetNumBonds():
         raise ValueError("probe and reference are not the same molecular graph "
                          f"({Chem.MolToSmiles(probe)} vs {Chem.MolToSmiles(ref)})")
-    return [list(enumerate(m)) for m in matches]
 
 
 def rmsd_matrix(probe: Chem.Mol, ref: Chem.Mol, probe_conf_ids: Sequence[int] | None = None,
@@ -74,12 +75,16 @@ def rmsd_matrix(probe: Chem.Mol, ref: Chem.Mol, probe_conf_ids: Sequence[int] | 
     r = _heavy(ref) if heavy_atoms_only else Chem.Mol(ref)
     kp = [c.GetId() for c in p.GetConformers()] if probe_conf_ids is None else list(probe_conf_ids)
     kr = [c.GetId() for c in r.GetConformers()] if ref_conf_ids is None else list(ref_conf_ids)
-    maps = _atom_maps(p, r, max_matches)
+    _check_same_graph(p, r)
     out = np.empty((len(kp), len(kr)))
     work = Chem.Mol(p)  # GetBestRMS moves the probe: align a scratch copy
     for a, cid in enumerate(kp):
         for b, rid in enumerate(kr):
-            out[a, b] = rdMolAlign.GetBestRMS(work, r, prbId=cid, refId=rid, map=maps)
+            try:
+                out[a, b] = rdMolAlign.GetBestRMS(work, r, prbId=cid, refId=rid, maxMatches=max_matches)
+            except RuntimeError as err:  # same topology, other bond orders / charges
+                raise ValueError("probe and reference have the same graph but not the same bond orders "
+                                 f"or charges ({Chem.MolToSmiles(p)} vs {Chem.MolToSmiles(r)}): {err}") from err
     return out
 
 

@@ -51,6 +51,50 @@ def test_carboxylate_oxygens_are_symmetric():
     assert best_rmsd(with_positions(ref, pos), ref) < 1e-6
 
 
+def test_bond_orders_break_false_symmetry():
+    """A =CH2 is not a -CH3 and a ring C=C is not a ring C-C: swapping them is not a symmetry."""
+    ref = embedded("C=C(C)C")  # isobutylene: heavy atoms 0 (=CH2), 1, 2 (CH3), 3 (CH3)
+    AllChem.MMFFOptimizeMolecule(ref)
+    pos = ref.GetConformer().GetPositions().copy()
+    pos[[0, 2]] = pos[[2, 0]]  # put the methylene where a methyl was: C=C 1.50 Å, C-C 1.33 Å
+    probe = with_positions(ref, pos)
+    got = best_rmsd(probe, ref)
+    assert got > 0.03  # the two bond lengths differ by ~0.17 Å; element-only maps gave 0
+    # Independently: plain Kabsch RMSD over the heavy atoms in the graph's own order, minimised
+    # over the true symmetry (the two methyls 2 <-> 3).
+    heavy = [0, 1, 2, 3]
+    want = min(_kabsch_rmsd(pos[heavy], ref.GetConformer().GetPositions()[perm]) for perm in ([0, 1, 2, 3], [0, 1, 3, 2]))
+    assert np.isclose(got, want, atol=1e-6)
+    # A ring double bond: two half-chair cyclohexene conformers are not made equal by rotating the ring.
+    a, b = embedded("C1=CCCCC1", seed=1), embedded("C1=CCCCC1", seed=2)
+    ha = [i for i in range(a.GetNumAtoms()) if a.GetAtomWithIdx(i).GetAtomicNum() > 1]
+    pa, pb = a.GetConformer().GetPositions()[ha], b.GetConformer().GetPositions()[ha]
+    # the symmetry of cyclohexene's graph with bond orders: identity and the mirror 0<->1, 2<->5, 3<->4
+    want = min(_kabsch_rmsd(pb[perm], pa) for perm in ([0, 1, 2, 3, 4, 5], [1, 0, 5, 4, 3, 2]))
+    assert np.isclose(best_rmsd(b, a), want, atol=1e-6)
+
+
+def test_conjugated_terminal_groups_and_atom_order():
+    ref = embedded("CC(=O)O")  # carboxylic acid oxygens are symmetrised (RDKit's default)
+    pos = ref.GetConformer().GetPositions().copy()
+    pos[[2, 3]] = pos[[3, 2]]
+    assert best_rmsd(with_positions(ref, pos), ref) < 1e-6
+    # a renumbered probe gives the same RMSD as the original order
+    ref = embedded("CC(=O)Nc1ccccc1O", seed=1)
+    gen = embedded("CC(=O)Nc1ccccc1O", seed=3)
+    order = list(range(gen.GetNumAtoms()))[::-1]
+    assert np.isclose(best_rmsd(Chem.RenumberAtoms(gen, order), ref), best_rmsd(gen, ref), atol=1e-6)
+
+
+def _kabsch_rmsd(p, q):
+    """RMSD of p onto q after optimal rotation + translation (no reflection)."""
+    p, q = p - p.mean(0), q - q.mean(0)
+    u, _, vt = np.linalg.svd(p.T @ q)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, 1.0, d]) @ vt
+    return float(np.sqrt(np.mean(np.sum((p @ rot - q) ** 2, 1))))
+
+
 def test_known_perturbation():
     ref = embedded("C#CC#N")  # linear, no symmetry among heavy atoms
     pos = ref.GetConformer().GetPositions().copy()
