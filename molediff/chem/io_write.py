@@ -72,7 +72,13 @@ def output_compressed(path: str | os.PathLike) -> bool:
 
 
 def _clean(value) -> str:
+    """One line: a record's title."""
     return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+
+
+def _clean_value(value: str) -> str:
+    """An SDF data value as is, less blank lines (a blank line ends the value) and trailing spaces."""
+    return "\n".join(line.rstrip() for line in str(value).splitlines() if line.strip())
 
 
 def format_result(result, fmt: str = "sdf") -> str:
@@ -101,7 +107,7 @@ def format_result(result, fmt: str = "sdf") -> str:
         for key, val in extra.items():
             rec.SetProp(key, str(val))
         for key in rec.GetPropNames():
-            rec.SetProp(key, _clean(rec.GetProp(key)))
+            rec.SetProp(key, _clean_value(rec.GetProp(key)))
         rec.SetProp("_Name", _clean(result.id))
         if fmt == "sdf":
             writer = Chem.SDWriter(buf)

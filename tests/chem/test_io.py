@@ -210,3 +210,13 @@ def test_cxsmiles_extension_stays_with_the_smiles_not_the_name(fake_model):
     assert recs[2].smiles == "CCO" and recs[2].id == "|&1:1 broken"  # unterminated: not an extension
     res = list(generate_conformers_batch(recs[:2], 1, 0, model=fake_model))
     assert [r.ok for r in res] == [True, True] and res[0].mol.GetProp("_Name") == "racemic 2-butanol"
+
+
+def test_input_property_values_keep_their_lines_and_spacing(fake_model):
+    mol = Chem.MolFromSmiles("CCO")
+    mol.SetProp("comment", "first line\n\nsecond  line  \n")  # a blank line would end the SDF value early
+    mol.SetProp("code", "AB  12")
+    (res,) = generate_conformers_batch([mol], 1, 0, model=fake_model)
+    (back,) = Chem.ForwardSDMolSupplier(io.BytesIO(format_result(res).encode()))
+    assert back.GetProp("comment") == "first line\nsecond  line" and back.GetProp("code") == "AB  12"
+    assert back.GetProp("molediff_model") == "fake-qm9"
