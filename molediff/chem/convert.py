@@ -52,7 +52,8 @@ def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
         Conformer id (``-1``: the first).
     info : bool
         Copy the molecule's and the conformer's properties into ``atoms.info`` (plus
-        ``name``, ``charge`` and ``smiles``), so extended XYZ keeps them.
+        ``name``, ``charge`` and ``smiles``), so extended XYZ keeps them; text properties stay strings
+        (``molediff_*`` numbers are numbers).
 
     Returns
     -------
@@ -65,8 +66,11 @@ def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
     atoms = Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
     atoms.set_initial_charges([a.GetFormalCharge() for a in mol.GetAtoms()])
     if info:
-        meta = {k: v for k, v in mol.GetPropsAsDict(includePrivate=False).items()}
-        meta.update(mol.GetConformer(conf_id).GetPropsAsDict(includePrivate=False))
+        meta = {}
+        for holder in (mol, mol.GetConformer(conf_id)):  # a user's text stays text ("000123" became 123)
+            converted = holder.GetPropsAsDict(includePrivate=False)
+            meta.update({k: converted[k] if k.startswith("molediff_") else v
+                         for k, v in holder.GetPropsAsDict(includePrivate=False, autoConvertStrings=False).items()})
         meta = {k: (v if isinstance(v, (int, float)) else str(v).replace("\n", " ")) for k, v in meta.items()}
         if mol.HasProp("_Name"):
             meta["name"] = mol.GetProp("_Name").replace("\n", " ")

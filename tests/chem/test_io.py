@@ -220,3 +220,13 @@ def test_input_property_values_keep_their_lines_and_spacing(fake_model):
     (back,) = Chem.ForwardSDMolSupplier(io.BytesIO(format_result(res).encode()))
     assert back.GetProp("comment") == "first line\nsecond  line" and back.GetProp("code") == "AB  12"
     assert back.GetProp("molediff_model") == "fake-qm9"
+
+
+def test_ase_info_keeps_string_properties_as_strings(fake_model):
+    mol = generate_conformers("CCO", 1, 0, model=fake_model)
+    mol.SetProp("compound_id", "000123")
+    mol.SetProp("note", "nan")
+    info = to_ase_atoms(mol).info
+    assert info["compound_id"] == "000123" and info["note"] == "nan"  # were 123 and float nan
+    assert info["molediff_valid"] == 1  # molediff's own numeric properties stay numbers
+    assert info["molediff_model"] == "fake-qm9" and info["charge"] == 0
