@@ -62,7 +62,7 @@ def test_unreadable_or_foreign_description(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["qm9_egnn", "pointcloud_egnn", "pointcloud_pointnet"])
-def test_shipped_weights_load_without_a_recorded_checksum(name):
-    """The shipped model cards predate ``weights_sha256``: they load unchecked, as before."""
+def test_shipped_weights_load_checked_against_their_recorded_checksum(name):
     state, meta = load_exported(WEIGHTS / f"{name}.json")
-    assert "weights_sha256" not in meta and state and all(torch.is_tensor(v) for v in state.values())
+    assert len(meta["weights_sha256"]) == 64 and meta["weights_bytes"] > 0
+    assert state and all(torch.is_tensor(v) for v in state.values())
