@@ -58,13 +58,16 @@ def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
     Returns
     -------
     ase.Atoms
-        Positions in Å; ``atoms.info["charge"]`` is the total formal charge.
+        Positions in Å; ``atoms.info["charge"]`` is the total formal charge; an isotope-labelled molecule
+        gets the isotopes' masses (``atoms.get_masses()``, a ``masses`` column in extended XYZ).
     """
     from ase import Atoms
 
     pos = _positions(mol, conf_id)
     atoms = Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
     atoms.set_initial_charges([a.GetFormalCharge() for a in mol.GetAtoms()])
+    if any(a.GetIsotope() for a in mol.GetAtoms()):  # [2H], [13C]: their masses (ASE's defaults are the elements')
+        atoms.set_masses([a.GetMass() for a in mol.GetAtoms()])
     if info:
         meta = {}
         for holder in (mol, mol.GetConformer(conf_id)):  # a user's text stays text ("000123" became 123)

@@ -230,3 +230,19 @@ def test_ase_info_keeps_string_properties_as_strings(fake_model):
     assert info["compound_id"] == "000123" and info["note"] == "nan"  # were 123 and float nan
     assert info["molediff_valid"] == 1  # molediff's own numeric properties stay numbers
     assert info["molediff_model"] == "fake-qm9" and info["charge"] == 0
+
+
+def test_isotopes_reach_ase_masses_and_extended_xyz(tmp_path, fake_model):
+    import ase.io
+
+    mol = generate_conformers("[2H]C([2H])([2H])[13CH2]O", 1, 0, model=fake_model)
+    atoms = to_ase_atoms(mol)
+    masses = {a.GetIdx(): a.GetMass() for a in mol.GetAtoms()}
+    np.testing.assert_allclose(atoms.get_masses(), [masses[i] for i in range(len(atoms))])
+    assert atoms.get_masses()[0] == pytest.approx(2.014, abs=1e-3) and atoms.get_masses()[4] == pytest.approx(13.003, abs=1e-3)
+    (res,) = generate_conformers_batch(["[2H]O[2H]"], 1, 0, model=fake_model)
+    path = tmp_path / "d2o.xyz"
+    path.write_text(format_result(res, "xyz"))
+    assert ase.io.read(path).get_masses()[0] == pytest.approx(2.014, abs=1e-3)
+    plain = to_ase_atoms(generate_conformers("CO", 1, 0, model=fake_model))
+    assert "masses" not in plain.arrays  # only isotopes make a masses column
