@@ -125,7 +125,8 @@ def test_cxsmiles_is_parsed_with_its_extension_and_whitespace_elsewhere_is_refus
     from molediff.chem.prepare import parse_smiles
 
     mol = parse_smiles("C[C@H](O)CC |&1:1|")
-    assert len(mol.GetStereoGroups()) == 1 and mol.GetStereoGroups()[0].GetGroupType() == Chem.StereoGroupType.STEREO_AND
+    (group,) = mol.GetStereoGroups()
+    assert group.GetGroupType() == Chem.StereoGroupType.STEREO_AND
     assert parse_smiles("  CCO |$;;$|  ").GetNumAtoms() == 3
     for bad in ("C C", "CCO |&1:1", "CCO |$;;$| x", "CC |a| |b|"):
         with pytest.raises(E.InvalidSmilesError):
