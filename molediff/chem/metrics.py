@@ -37,7 +37,10 @@ DEFAULT_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 def _heavy(mol: Chem.Mol) -> Chem.Mol:
-    return Chem.RemoveHs(mol, sanitize=False) if any(
+    # RemoveAllHs, not RemoveHs: RemoveHs keeps hydrogens that define double-bond stereo (the H of
+    # an imine C=N-H whose E/Z is set, as perceived from every QM9 geometry), isotopic and bridging
+    # ones, and those atoms would enter a "heavy-atom" RMSD.
+    return Chem.RemoveAllHs(mol, sanitize=False) if any(
         a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else Chem.Mol(mol)
 
 

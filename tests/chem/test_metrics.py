@@ -86,6 +86,19 @@ def test_conjugated_terminal_groups_and_atom_order():
     assert np.isclose(best_rmsd(Chem.RenumberAtoms(gen, order), ref), best_rmsd(gen, ref), atol=1e-6)
 
 
+def test_heavy_atom_rmsd_ignores_stereo_defining_hydrogens():
+    """RDKit's RemoveHs keeps the H of an imine with E/Z set; a heavy-atom RMSD must not see it."""
+    ref = embedded("CC(=N)N")
+    Chem.AssignStereochemistryFrom3D(ref)  # as the QM9 loader does: the C=N-H configuration is set
+    imine_h = [a.GetIdx() for a in ref.GetAtoms()
+               if a.GetAtomicNum() == 1 and a.GetNeighbors()[0].GetIdx() == 2]
+    assert len(imine_h) == 1
+    pos = ref.GetConformer().GetPositions().copy()
+    pos[imine_h[0]] += [1.0, 0.5, -0.5]  # only a hydrogen moves
+    assert best_rmsd(with_positions(ref, pos), ref) < 1e-6
+    assert rmsd_matrix(with_positions(ref, pos), ref, heavy_atoms_only=False)[0, 0] > 0.05
+
+
 def _kabsch_rmsd(p, q):
     """RMSD of p onto q after optimal rotation + translation (no reflection)."""
     p, q = p - p.mean(0), q - q.mean(0)
