@@ -226,7 +226,7 @@ def read_sdf(lines: Iterable[str]) -> Iterator[InputRecord]:
     for lineno, raw in enumerate(lines, start=1):
         if start is None:
             start = lineno
-        if raw.rstrip("\r\n") == "$$$$":
+        if raw.rstrip() == "$$$$":  # "$$$$ " too: it merged every later record into this one, silently
             yield _sdf_record(index, start, block)
             index, block, start = index + 1, [], None
         else:

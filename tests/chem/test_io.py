@@ -246,3 +246,10 @@ def test_isotopes_reach_ase_masses_and_extended_xyz(tmp_path, fake_model):
     assert ase.io.read(path).get_masses()[0] == pytest.approx(2.014, abs=1e-3)
     plain = to_ase_atoms(generate_conformers("CO", 1, 0, model=fake_model))
     assert "masses" not in plain.arrays  # only isotopes make a masses column
+
+
+def test_sdf_record_separator_with_trailing_whitespace_still_separates():
+    block = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO"))
+    text = "a" + block + "$$$$ \r\n" + "b" + block + "$$$$\t\n" + "c" + block + "$$$$"
+    recs = list(read_sdf(io.StringIO(text, newline="")))
+    assert [(r.id, r.error) for r in recs] == [("a", None), ("b", None), ("c", None)]  # b and c vanished
