@@ -242,7 +242,7 @@ def paired_comparison(per_molecule: dict[str, Sequence[MoleculeScore]], baseline
             continue
         rows.append(PairedRow(
             method, len(best), float(best.mean()), float(np.median(best)),
-            *(float((best <= t).mean()) for t in THRESHOLDS),
+            *(float((best < t).mean()) for t in THRESHOLDS),  # strict, as conformer_metrics
             float((best < ref).mean()), float((best > ref).mean())))
     return rows
 

@@ -264,11 +264,23 @@ def test_paired_comparison_uses_only_molecules_every_method_embedded():
     assert rows["model"].molecules == rows["etkdg"].molecules == 3
     assert rows["model"].mean_min_rmsd == pytest.approx((0.2 + 0.1 + 0.05) / 3)
     assert rows["model"].median_min_rmsd == pytest.approx(0.1)
-    assert rows["model"].coverage_01 == pytest.approx(2 / 3)
+    assert rows["model"].coverage_01 == pytest.approx(1 / 3)  # 0.1 is not < 0.1 (as in the main table)
     assert rows["model"].wins == pytest.approx(1 / 3) and rows["model"].losses == pytest.approx(1 / 3)
     assert rows["etkdg"].wins == 0 and rows["etkdg"].losses == 0
     with pytest.raises(ValueError, match="baseline"):
         paired_comparison(per_molecule, "etkdg+mmff")
+
+
+def test_paired_and_main_table_coverage_agree_at_the_threshold():
+    """The two tables of one report must count a min-RMSD equal to a threshold the same way."""
+    from molediff.chem.evaluation import MoleculeScore, paired_comparison
+
+    per = {name: [MoleculeScore(i, f"m{i}", 1, rmsds=[v]) for i, v in enumerate((0.5, 0.25, 0.1, 0.05))]
+           for name in ("etkdg", "model")}
+    main = aggregate("model", per["model"], 1, 1.0)
+    paired = {r.method: r for r in paired_comparison(per, "etkdg")}["model"]
+    assert (paired.coverage_05, paired.coverage_025, paired.coverage_01) == \
+        (main.coverage_05, main.coverage_025, main.coverage_01) == (0.75, 0.5, 0.25)
 
 
 def test_cli_evaluate_help_lists_every_method():
