@@ -9,9 +9,11 @@ molecules that failed the original consistency check are already absent). Column
 Processing per molecule (see :func:`process_record`): parse the SMILES, add hydrogens, map the
 XYZ atom order onto the RDKit atom order by graph isomorphism with
 :func:`molediff.chem.bonds.map_geometry_to_mol` (covalent-radius connectivity, extended Hückel
-fallback, verified bond lengths), attach the DFT geometry as conformer 0, perceive stereo from
-3D and featurise. Molecules whose relaxed geometry no longer matches their SMILES graph are
-dropped and counted per reason in a :class:`DropReport`.
+fallback, verified bond lengths), resolve the graph's symmetries that ignore bond orders by
+putting the higher orders on the shorter bonds (:func:`place_bond_orders`), attach the DFT
+geometry as conformer 0, perceive stereo from 3D and featurise. Molecules whose relaxed
+geometry no longer matches their SMILES graph are dropped and counted per reason in a
+:class:`DropReport`.
 
 Split (fixed): ``Index % 10 == 0`` test, ``== 1`` validation (``"valid"``), otherwise train.
 
@@ -39,7 +41,7 @@ from molediff.data.cache import cache_complete, default_cache_dir, load_arrays, 
 
 __all__ = [
     "SPLITS", "QM9_CACHE_VERSION", "split_of", "qm9pack_data_dir", "iter_qm9_raw",
-    "process_record", "DropReport", "QM9Record", "QM9Dataset", "prepare_qm9", "load_qm9",
+    "process_record", "place_bond_orders", "DropReport", "QM9Record", "QM9Dataset", "prepare_qm9", "load_qm9",
 ]
 
 SPLITS = ("train", "valid", "test")
@@ -153,6 +155,7 @@ def process_record(raw: RawQM9) -> dict | tuple[int, str, str]:
         pos, hueckel = map_geometry_to_mol(mol, raw.symbols, raw.pos, name)
     except GeometryMismatchError as err:
         return raw.index, err.reason, str(err)
+    pos = place_bond_orders(mol, pos)
     conf = Chem.Conformer(mol.GetNumAtoms())
     for i, p in enumerate(pos):
         conf.SetAtomPosition(i, p.tolist())
@@ -172,6 +175,64 @@ def process_record(raw: RawQM9) -> dict | tuple[int, str, str]:
         "edge_index": graph.edge_index.numpy().astype(np.int16),
         "edge_attr": graph.edge_attr.numpy().astype(np.uint8),
     }
+
+
+#: An alternative mapping replaces the one found only if it lowers sum(bond order x length) by
+#: more than this (Å); below it the forms are resonance-equivalent (carboxylate, nitro, amidinium)
+#: and the first mapping is kept.
+ORDER_MARGIN = 0.1
+
+
+def place_bond_orders(mol: Chem.Mol, pos: np.ndarray) -> np.ndarray:
+    """Among the mappings that differ by a symmetry of the order-free bond graph, the one that
+    puts the higher bond orders on the shorter bonds. Shapes: pos [N, 3] -> [N, 3].
+
+    The isomorphism behind ``map_geometry_to_mol`` ignores bond orders, and that graph can have
+    symmetries the molecule lacks: rotating cyclooctatetraene's ring by one atom maps every C=C
+    onto a C-C, and such a mapping passes the element and bond-length checks. The symmetries are
+    enumerated on the heavy atoms (labelled by element and hydrogen count); hydrogens follow
+    their heavy atom.
+    """
+    heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+    if len(heavy) < 2:
+        return pos
+    local = {i: k for k, i in enumerate(heavy)}
+    rw = Chem.RWMol()
+    hs: list[list[int]] = []
+    for i in heavy:
+        atom = mol.GetAtomWithIdx(i)
+        hs.append([n.GetIdx() for n in atom.GetNeighbors() if n.GetAtomicNum() == 1])
+        q = Chem.Atom(atom.GetAtomicNum())
+        q.SetIsotope(len(hs[-1]) + 1)  # hydrogen count as a label
+        q.SetNoImplicit(True)
+        rw.AddAtom(q)
+    pairs, orders = [], []
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        if i in local and j in local:
+            rw.AddBond(local[i], local[j], Chem.BondType.SINGLE)
+            pairs.append((local[i], local[j]))
+            orders.append(b.GetBondTypeAsDouble())
+    if not pairs:
+        return pos
+    graph = rw.GetMol()
+    graph.UpdatePropertyCache(strict=False)
+    syms = graph.GetSubstructMatches(graph, uniquify=False, useChirality=False, maxMatches=10000)
+    ij, w, hpos = np.array(pairs), np.array(orders), pos[heavy]
+
+    def score(sigma: np.ndarray) -> float:
+        return float(w @ np.linalg.norm(hpos[sigma[ij[:, 0]]] - hpos[sigma[ij[:, 1]]], axis=1))
+
+    best = min((np.asarray(s) for s in syms), key=score, default=None)
+    identity = np.arange(len(heavy))
+    if best is None or score(best) > score(identity) - ORDER_MARGIN:
+        return pos
+    out = pos.copy()
+    for k, i in enumerate(heavy):
+        out[i] = pos[heavy[best[k]]]
+        for h, h_src in zip(hs[k], hs[best[k]]):
+            out[h] = pos[h_src]
+    return out
 
 
 @dataclass
