@@ -279,7 +279,10 @@ def generate_conformers(
     num_confs : int
         Conformers wanted (fewer can come back after ``prune_rms`` or with ``on_invalid="drop"``).
     seed : int, optional
-        Random seed; ``None`` draws one and records it in ``molediff_seed``.
+        Random seed; ``None`` draws one and records it in ``molediff_seed``. In
+        :func:`generate_conformers_batch`, a molecule's conformers depend on the seed *and* on its batch
+        (``batch_size``, its position in the input, its batch-mates): the same inputs in the same order with
+        the same seed and ``batch_size`` reproduce a run; another ``batch_size`` draws other conformers.
     model : ConformerSampler, str or None
         A sampler object, ``"etkdg"`` (RDKit baseline), a checkpoint path / model name, or
         ``None`` for the shipped default model.
