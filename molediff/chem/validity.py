@@ -12,7 +12,9 @@ Checks (after Buttenschoen et al. 2024, PoseBusters, "intramolecular validity"):
 * ``no_clash``: pairs four or more bonds apart (beyond 1-4: RDKit's 1-4 lower bounds assume
   e.g. trans esters, which DFT geometries of QM9 violate) are at least ``clash_factor`` (0.7)
   × their bounds-matrix lower bound (capped at the sum of van der Waals radii) apart.
-* ``aromatic_planar``: aromatic ring atoms within 0.25 Å of their best-fit plane.
+* ``aromatic_planar``: atoms of each 5- or 6-membered aromatic ring within 0.25 Å of their
+  best-fit plane (PoseBusters' flat systems; RDKit also calls some 7-membered rings such as
+  triazepinones aromatic, and their DFT geometries are puckered by 0.3-0.5 Å).
 * ``double_bond_planar``: the two sp2 atoms of each non-ring double bond and their neighbours
   within 0.25 Å of their best-fit plane.
 * ``stereo``: stereo perceived from 3D (``AssignStereochemistryFrom3D``) reproduces every
@@ -139,8 +141,8 @@ class ValidityChecker:
         self.angles = sel(hop == 2)
         self.nonbonded = contact_bounds(self.mol, (iu, ju, lower, upper, hop))
         ri = self.mol.GetRingInfo()
-        self.aromatic_groups = [np.array(r) for r in ri.AtomRings()
-                                if all(self.mol.GetAtomWithIdx(a).GetIsAromatic() for a in r)]
+        self.aromatic_groups = [np.array(r) for r in ri.AtomRings() if len(r) in (5, 6)
+                                and all(self.mol.GetAtomWithIdx(a).GetIsAromatic() for a in r)]
         self.double_groups = []
         for b in self.mol.GetBonds():
             if b.GetBondType() == Chem.BondType.DOUBLE and not b.IsInRing():

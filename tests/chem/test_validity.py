@@ -68,6 +68,24 @@ def test_planarity():
     assert not res.double_bond_planar and isinstance(res.double_bond_planar, bool)
 
 
+def test_seven_membered_aromatic_ring_is_not_held_flat():
+    """QM9 21770's DFT geometry: RDKit calls its triazepinone ring aromatic, yet it is puckered."""
+    mol = Chem.AddHs(Chem.MolFromSmiles("O=c1ncnncn1"))
+    assert [a.GetSymbol() for a in mol.GetAtoms()] == ["O", "C", "N", "C", "N", "N", "C", "N", "H", "H"]
+    dft = np.array([[-0.0122, 0.2709, -0.7878], [-0.0155, 1.2218, -0.0647], [-1.1886, 1.7991, 0.4815],
+                    [-1.4187, 3.0211, 0.2047], [-0.6896, 3.8723, -0.6706], [0.5697, 3.8895, -0.6874],
+                    [1.3448, 3.0588, 0.168], [1.1554, 1.831, 0.4503], [-2.3274, 3.4994, 0.569],
+                    [2.2494, 3.5618, 0.5082]])
+    res = ValidityChecker(mol)(dft)
+    assert res.ok, res.failed
+    # 5- and 6-membered aromatic rings are still checked (see test_planarity for benzene)
+    furan = embedded("c1ccoc1")
+    pos = furan.GetConformer().GetPositions()
+    normal = np.cross(pos[1] - pos[0], pos[4] - pos[0])
+    pos[0] += 0.9 * normal / np.linalg.norm(normal)  # lift one ring atom out of the plane
+    assert not ValidityChecker(furan, bond_tolerance=10.0, clash_factor=0.0)(pos).aromatic_planar
+
+
 def test_stereo_mirror_image_fails():
     m = embedded("N[C@@H](C)C(=O)O")
     checker = ValidityChecker(m)
