@@ -53,12 +53,21 @@ def load_geom_pickle(path: str | Path, max_conformers: int | None = None) -> Geo
     identical across conformers); with ``max_conformers`` the most Boltzmann-weighted are kept.
     """
     path = Path(path)
+    if max_conformers is not None and max_conformers < 1:
+        raise ValueError(f"max_conformers must be a positive integer, got {max_conformers!r}")
     with open(path, "rb") as fh:
         data = pickle.load(fh)  # noqa: S301 - GEOM's distribution format, trusted user data
-    if not isinstance(data, dict) or not data.get("conformers"):
+    confs = data.get("conformers") if isinstance(data, dict) else None
+    if not isinstance(confs, list) or not confs:
         raise GeomFormatError(f"{path}: expected a dict with a non-empty 'conformers' list")
-    confs = data["conformers"]
-    weights = np.array([float(c.get("boltzmannweight", np.nan)) for c in confs])
+    for k, c in enumerate(confs):
+        if not isinstance(c, dict):
+            raise GeomFormatError(f"{path}: conformer {k} is a {type(c).__name__}, not a dict")
+    weights = np.array([_number(c.get("boltzmannweight", np.nan), path, k, "boltzmannweight")
+                        for k, c in enumerate(confs)])
+    if (weights < 0).any() or np.isinf(weights).any():
+        raise GeomFormatError(f"{path}: Boltzmann weights must be finite and non-negative, "
+                              f"got {weights.tolist()}")
     if max_conformers is not None:
         order = np.argsort(-np.nan_to_num(weights, nan=-1.0), kind="stable")[:max_conformers]
         confs, weights = [confs[i] for i in order], weights[order]
@@ -72,16 +81,28 @@ def load_geom_pickle(path: str | Path, max_conformers: int | None = None) -> Geo
         rd = c.get("rd_mol")
         if not isinstance(rd, Chem.Mol) or [a.GetAtomicNum() for a in rd.GetAtoms()] != symbols:
             raise GeomFormatError(f"{path}: conformer {k} has a different atom list")
+        if rd.GetNumConformers() == 0:
+            raise GeomFormatError(f"{path}: conformer {k}'s 'rd_mol' has no coordinates")
         conf = Chem.Conformer(rd.GetConformer())
         conf.SetId(k)
         mol.AddConformer(conf, assignId=False)
     if np.isnan(weights).any():
         weights = np.full(len(confs), 1.0 / len(confs))
+    if weights.sum() <= 0:
+        raise GeomFormatError(f"{path}: the Boltzmann weights of the conformers sum to 0")
     weights = weights / weights.sum()
-    energies = np.array([float(c.get("totalenergy", np.nan)) for c in confs])
+    energies = np.array([_number(c.get("totalenergy", np.nan), path, k, "totalenergy")
+                         for k, c in enumerate(confs)])
     smiles = str(data.get("smiles", Chem.MolToSmiles(Chem.RemoveHs(mol))))
     mol.SetProp("_Name", smiles)
     return GeomRecord(smiles, mol, weights, energies)
+
+
+def _number(value, path: Path, k: int, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise GeomFormatError(f"{path}: conformer {k} has a non-numeric {key!r}: {value!r}") from None
 
 
 def iter_geom(root: str | Path, subset: str = "drugs", *, limit: int | None = None,
@@ -105,5 +126,6 @@ def iter_geom(root: str | Path, subset: str = "drugs", *, limit: int | None = No
         count += 1
         try:
             yield load_geom_pickle(root / rel, max_conformers)
-        except (OSError, GeomFormatError, pickle.UnpicklingError, EOFError) as err:
+        except (OSError, GeomFormatError, pickle.UnpicklingError, EOFError, AttributeError,
+                ImportError) as err:  # the last two: pickled classes that do not load here
             yield GeomFormatError(f"{smiles}: {err}")

@@ -47,3 +47,40 @@ def test_iter_summary_and_errors(tmp_path):
     assert len(list(iter_geom(tmp_path, limit=1))) == 1
     with pytest.raises(GeomFormatError):
         load_geom_pickle(tmp_path / "drugs" / "bad.pickle")
+
+
+def _dump(root, data, name="drugs/x.pickle"):
+    (root / "drugs").mkdir(exist_ok=True)
+    with open(root / name, "wb") as fh:
+        pickle.dump(data, fh)
+    return root / name
+
+
+def test_bad_entries_are_format_errors_naming_the_file(tmp_path):
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    no_conf = Chem.Mol(mol)
+    no_conf.RemoveAllConformers()
+    cases = {
+        "zero_conformers": {"conformers": [{"rd_mol": no_conf, "boltzmannweight": 1.0}]},
+        "not_a_dict": {"conformers": [mol]},
+        "zero_weights": {"conformers": [{"rd_mol": mol, "boltzmannweight": 0.0}] * 2},
+        "negative_weight": {"conformers": [{"rd_mol": mol, "boltzmannweight": w} for w in (1.5, -0.5)]},
+        "weight_none": {"conformers": [{"rd_mol": mol, "boltzmannweight": None}]},
+        "conformers_dict": {"conformers": {"a": 1}},
+    }
+    for name, data in cases.items():
+        path = _dump(tmp_path, data, f"drugs/{name}.pickle")
+        with pytest.raises(GeomFormatError, match=name):
+            load_geom_pickle(path)
+    (tmp_path / "drugs" / "trunc.pickle").write_bytes(pickle.dumps(cases["not_a_dict"])[:40])
+    summary = {name: {"pickle_path": f"drugs/{name}.pickle"} for name in [*cases, "trunc"]}
+    (tmp_path / "summary_drugs.json").write_text(json.dumps(summary))
+    out = list(iter_geom(tmp_path))  # a broken file is reported, the iteration goes on
+    assert len(out) == len(summary) and all(isinstance(x, GeomFormatError) for x in out)
+
+
+def test_max_conformers_must_be_positive(tmp_path):
+    name, _ = write_geom(tmp_path, "CCO", 2, [0.6, 0.4])
+    with pytest.raises(ValueError, match="max_conformers"):
+        load_geom_pickle(tmp_path / name, max_conformers=0)
