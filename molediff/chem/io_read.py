@@ -30,6 +30,7 @@ __all__ = ["InputRecord", "read_inputs", "read_smi", "read_csv", "read_sdf", "re
 
 STDIN = "-"  # the input path that reads SMILES lines (``SMILES [name]``, as in a .smi file) from standard input
 
+_CSV_FIELD_LIMIT = 1 << 26  # characters in one CSV field: a molfile column fits, an unclosed quote stops
 _ID_COLUMNS = ("id", "name", "title", "mol_id", "molecule_id", "compound_id", "identifier")
 
 
@@ -174,7 +175,7 @@ def read_csv(handle: TextIO, *, smiles_column: str | None = None, id_column: str
              delimiter: str = ",") -> Iterator[InputRecord]:
     """CSV / TSV with a header; SMILES and ID columns found case-insensitively unless named."""
     reader = csv.reader(handle, delimiter=delimiter)
-    header = next(reader, None)
+    header = _next_row(reader, 1)
     if header is None:
         return
     header = [h.strip().lstrip("\ufeff") for h in header]
@@ -189,7 +190,7 @@ def read_csv(handle: TextIO, *, smiles_column: str | None = None, id_column: str
         raise InputFileError(f"ID column {id_column!r} not found among {header}")
     index = 0
     line = reader.line_num
-    for row in reader:
+    while (row := _next_row(reader, line + 1)) is not None:
         start, line = line + 1, reader.line_num
         smi = row[s_col].strip() if s_col < len(row) else ""
         ident = row[i_col].strip() if i_col is not None and i_col < len(row) else ""
@@ -201,6 +202,21 @@ def read_csv(handle: TextIO, *, smiles_column: str | None = None, id_column: str
         else:
             yield InputRecord(index, start, ident, smi, smi)
         index += 1
+
+
+def _next_row(reader, start: int) -> list[str] | None:
+    """The next row, fields up to :data:`_CSV_FIELD_LIMIT` long (the csv module's own limit, 131,072, stopped
+    files with long text columns with a traceback); the process-wide limit is restored after."""
+    old = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        return next(reader, None)
+    except csv.Error as err:
+        if "field limit" in str(err):
+            raise InputFileError(f"line {start}: a field longer than {_CSV_FIELD_LIMIT} characters "
+                                 "(an unclosed quote?)") from None
+        raise InputFileError(f"line {start}: {err}") from None
+    finally:
+        csv.field_size_limit(old)
 
 
 def _find_column(lower: list[str], wanted: str | None, exact, contains) -> int | None:

@@ -253,3 +253,16 @@ def test_sdf_record_separator_with_trailing_whitespace_still_separates():
     text = "a" + block + "$$$$ \r\n" + "b" + block + "$$$$\t\n" + "c" + block + "$$$$"
     recs = list(read_sdf(io.StringIO(text, newline="")))
     assert [(r.id, r.error) for r in recs] == [("a", None), ("b", None), ("c", None)]  # b and c vanished
+
+
+def test_csv_fields_beyond_the_csv_modules_default_limit(monkeypatch):
+    import csv
+
+    limit = csv.field_size_limit()
+    recs = list(read_csv(io.StringIO("id,smiles,notes\na,CCO," + "x" * 200_000 + "\nb,CCN,short\n")))
+    assert [(r.id, r.smiles) for r in recs] == [("a", "CCO"), ("b", "CCN")]  # was a _csv.Error traceback
+    assert csv.field_size_limit() == limit  # the process-wide setting is left as it was
+    monkeypatch.setattr("molediff.chem.io_read._CSV_FIELD_LIMIT", 1000)
+    with pytest.raises(InputFileError, match="line 3.*1000 characters.*unclosed quote"):
+        list(read_csv(io.StringIO('id,smiles\na,CCO\nb,"CCN\n' + "c,CCC\n" * 300)))
+    assert csv.field_size_limit() == limit
