@@ -41,7 +41,8 @@ from molediff.data.cache import cache_complete, default_cache_dir, load_arrays, 
 
 __all__ = [
     "SPLITS", "QM9_CACHE_VERSION", "split_of", "qm9pack_data_dir", "iter_qm9_raw",
-    "process_record", "place_bond_orders", "DropReport", "QM9Record", "QM9Dataset", "prepare_qm9", "load_qm9",
+    "process_record", "place_bond_orders", "DropReport", "QM9Record", "QM9Dataset",
+    "prepare_qm9", "load_qm9",
 ]
 
 SPLITS = ("train", "valid", "test")
@@ -62,6 +63,14 @@ def _canon_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown QM9 split {split!r}; expected one of {SPLITS}")
     return split
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+    return int(limit)
 
 
 def qm9pack_data_dir() -> Path:
@@ -88,6 +97,7 @@ class RawQM9:
 def iter_qm9_raw(split: str | None = None, limit: int | None = None) -> Iterator[RawQM9]:
     """Stream QM9 rows (optionally of one split, at most ``limit`` of them) in Index order."""
     split = None if split is None else _canon_split(split)
+    limit = _check_limit(limit)
     csv.field_size_limit(1 << 30)
     data_dir, count = qm9pack_data_dir(), 0
     for fname in _FILES:
@@ -361,6 +371,7 @@ def prepare_qm9(splits: Sequence[str] = SPLITS, *, limit: int | None = None,
     process pool. Returns the :class:`DropReport` of each split.
     """
     splits = [_canon_split(s) for s in splits]
+    limit = _check_limit(limit)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir("qm9")
     t0 = time.perf_counter()
     if limit is None:
@@ -415,6 +426,7 @@ def load_qm9(split: str, limit: int | None = None, cache_dir: str | Path | None 
     QM9Dataset (its ``drop_report`` says what was dropped and why)
     """
     split = _canon_split(split)
+    limit = _check_limit(limit)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir("qm9")
     full = _stem(cache_dir, split, None)
     if limit is not None and cache_complete(full) and not rebuild:

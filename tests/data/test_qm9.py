@@ -118,3 +118,16 @@ def test_double_bonds_land_on_short_bonds_whatever_the_xyz_order(index):
                 d = np.linalg.norm(pos[b.GetBeginAtomIdx()] - pos[b.GetEndAtomIdx()])
                 length[b.GetBondType()].append(d)
         assert max(length[Chem.BondType.DOUBLE]) < min(length[Chem.BondType.SINGLE]), length
+
+
+def test_limit_must_be_a_non_negative_integer(small):
+    # With the full split cached, limit=-1 sliced off the last molecule (13,097 of 13,098 valid
+    # molecules); with a cold cache it processed none. Both must refuse it.
+    cache, _ = small
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="limit"):
+            load_qm9("train", limit=bad, cache_dir=cache)
+        with pytest.raises(ValueError, match="limit"):
+            next(iter_qm9_raw("train", limit=bad))
+        with pytest.raises(ValueError, match="limit"):
+            prepare_qm9(["train"], limit=bad, cache_dir=cache)
