@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,25 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any])
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    tmp_st = st.with_name(st.name + f".tmp{os.getpid()}")
-    tmp_js = js.with_name(js.name + f".tmp{os.getpid()}")
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp_st))
-    os.replace(tmp_st, st)
-    with open(tmp_js, "w") as fh:
-        json.dump(meta, fh)
-    os.replace(tmp_js, js)
+    # Unique temporary names (not the pid: ranks on several hosts can share a pid and a cache).
+    tmp_st = _temp_name(st)
+    tmp_js = _temp_name(js)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp_st))
+        with open(tmp_js, "w") as fh:
+            json.dump(meta, fh)
+        os.replace(tmp_st, st)
+        os.replace(tmp_js, js)
+    finally:
+        for tmp in (tmp_st, tmp_js):
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _temp_name(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
 
 
 def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
