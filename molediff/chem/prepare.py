@@ -9,6 +9,7 @@ Policy (documented for users in :func:`prepare_molecule`):
   ``fragments="fail"`` raises :class:`FragmentError`.
 * Charged molecules and zwitterions are accepted as they are (no neutralisation): the
   conformer model only needs supported elements.
+* Dummy atoms (``*``, R groups, attachment points, query atoms) raise :class:`InvalidMoleculeError`.
 * Radicals raise :class:`RadicalError` by default, because every shipped model is trained on
   closed-shell molecules; ``allow_radicals=True`` turns this into a warning.
 * A molecule's own properties (an SDF record's data fields) are kept, except ``molediff_*`` ones,
@@ -136,6 +137,10 @@ def prepare_molecule(source: str | Chem.Mol, *, fragments: str = "largest",
     else:
         raise TypeError(f"expected a SMILES string or an RDKit Mol, got {type(source).__name__}")
 
+    dummies = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 0]
+    if dummies:  # ETKDG (unsupported='etkdg') embedded them as atoms; the model's message said 'element *'
+        raise InvalidMoleculeError(f"atom {', '.join(map(str, dummies))} is a dummy atom (*, an R group, attachment "
+                                   "point or query atom), not a real one: replace it by an atom (e.g. [H] or C)")
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     if len(frags) > 1:
         names = sorted({Chem.MolToSmiles(f) for f in frags})

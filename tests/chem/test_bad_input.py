@@ -131,3 +131,15 @@ def test_cxsmiles_is_parsed_with_its_extension_and_whitespace_elsewhere_is_refus
     for bad in ("C C", "CCO |&1:1", "CCO |$;;$| x", "CC |a| |b|"):
         with pytest.raises(E.InvalidSmilesError):
             parse_smiles(bad)
+
+
+@pytest.mark.parametrize("unsupported", ["error", "etkdg"])
+def test_dummy_query_and_r_group_atoms_are_named_as_such(fake_model, unsupported):
+    from rdkit import Chem
+
+    query = Chem.MolFromMolBlock(Chem.MolToMolBlock(Chem.MolFromSmarts("[#6]-[#6]-[#8,#7]")))  # an atom list
+    res = list(generate_conformers_batch(["*CCO", "[*:1]c1ccccc1", query, "CCO"], 1, 0, model=fake_model,
+                                         unsupported=unsupported))
+    for r in res[:3]:  # ETKDG embedded '*' as an 'R' atom 0.7 A from its neighbour; the message said 'element *'
+        assert isinstance(r.error, E.InvalidMoleculeError) and "dummy" in r.error.reason, r.error
+    assert "atom 0" in res[0].error.reason and "atom 2" in res[2].error.reason and res[3].ok
