@@ -187,9 +187,12 @@ ROTOR_BUCKETS = ("0", "1", "2", "3", ">=4")
 
 def by_rotatable_bonds(mols, per_molecule) -> dict[str, dict[str, dict[str, float]]]:
     """``{method: {bucket: {"molecules", "median", "cov@0.5"}}}``, molecules grouped by rotatable bonds."""
+    from rdkit import Chem
     from rdkit.Chem import rdMolDescriptors
 
-    rotors = [min(rdMolDescriptors.CalcNumRotatableBonds(m.mol), 4) for m in mols]
+    # on the hydrogen-free graph: with explicit H atoms RDKit also counts C-OH / C-NH2 bonds, whose
+    # rotation moves only a hydrogen and cannot change a heavy-atom RMSD
+    rotors = [min(rdMolDescriptors.CalcNumRotatableBonds(Chem.RemoveHs(m.mol)), 4) for m in mols]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method, scores in per_molecule.items():
         by_index = {s.index: s.min_rmsd for s in scores}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,6 +282,23 @@ def test_paired_and_main_table_coverage_agree_at_the_threshold():
     paired = {r.method: r for r in paired_comparison(per, "etkdg")}["model"]
     assert (paired.coverage_05, paired.coverage_025, paired.coverage_01) == \
         (main.coverage_05, main.coverage_025, main.coverage_01) == (0.75, 0.5, 0.25)
+
+
+def test_benchmark_buckets_molecules_by_heavy_atom_rotors(records, monkeypatch):
+    """The benchmark's rotatable-bond table: ethanol's C-O rotation moves a hydrogen only (0 rotors)."""
+    import importlib.util
+
+    from molediff.chem.evaluation import MoleculeScore
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "conformers_qm9.py"
+    spec = importlib.util.spec_from_file_location("conformers_qm9_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    mols = select_molecules(records)  # CCO, C[C@H](N)C(=O)O, O=C1CCC1: 0, 1 (C-COOH), 0 heavy-atom rotors
+    per = {"etkdg": [MoleculeScore(m.index, m.smiles, 1, rmsds=[0.1]) for m in mols]}
+    table = bench.by_rotatable_bonds(mols, per)["etkdg"]
+    assert [table[b]["molecules"] for b in bench.ROTOR_BUCKETS] == [2, 1, 0, 0, 0]
 
 
 def test_cli_evaluate_help_lists_every_method():
