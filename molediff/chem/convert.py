@@ -51,9 +51,9 @@ def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
     conf_id : int
         Conformer id (``-1``: the first).
     info : bool
-        Copy the molecule's and the conformer's properties into ``atoms.info`` (plus
-        ``name``: the title, ``charge``: the total formal charge), so extended XYZ keeps them; text properties stay strings
-        (``molediff_*`` numbers are numbers).
+        Copy the molecule's and the conformer's properties into ``atoms.info`` (plus ``name``: the
+        title, ``charge``: the total formal charge), so extended XYZ keeps them; text properties stay
+        strings (``molediff_*`` numbers are numbers).
 
     Returns
     -------
