@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+
+from molediff.temp_files import reserve_temp_path, set_default_mode
 
 __all__ = ["default_cache_dir", "save_arrays", "load_arrays", "cache_complete"]
 
@@ -42,6 +43,7 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any])
     tmp_js = _temp_name(js)
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp_st))
+        set_default_mode(tmp_st)  # safetensors writes 0600 files
         with open(tmp_js, "w") as fh:
             json.dump(meta, fh)
         os.replace(tmp_st, st)
@@ -53,9 +55,7 @@ def save_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any])
 
 
 def _temp_name(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
+    return reserve_temp_path(path)
 
 
 def load_arrays(stem: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+
+from molediff.temp_files import reserve_temp_path, set_default_mode
 
 __all__ = ["GraphBatch", "PackedGraphs", "segment_arange"]
 
@@ -173,10 +174,10 @@ class PackedGraphs:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).contiguous() for k in self._TENSORS}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
+        tmp = reserve_temp_path(path)
         try:
             save_file(tensors, tmp, metadata={"molediff": json.dumps(self.metadata)})
+            set_default_mode(tmp)  # safetensors writes 0600 files
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

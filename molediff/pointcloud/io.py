@@ -10,11 +10,12 @@ not dependencies of molediff. ``.xyz`` here means whitespace-separated ``x y z``
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from molediff.temp_files import reserve_temp_path
 
 __all__ = [
     "EmptyPointCloudError",
@@ -244,9 +245,9 @@ def _read_ply(path: Path) -> np.ndarray:
 def _atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = reserve_temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             write(fh)
         os.replace(tmp, path)
     except BaseException:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from molediff.temp_files import reserve_temp_path
 
 __all__ = ["render_grid"]
 
@@ -68,8 +69,7 @@ def render_grid(
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
+        tmp = reserve_temp_path(path, suffix=".png")
         try:
             fig.savefig(tmp, dpi=dpi, format="png")
             os.replace(tmp, path)
