@@ -39,7 +39,7 @@ from molediff.chem.sampling_rounds import (SamplingJob, finish_job,
                                            run_sampling_rounds, single_atom_job)
 
 __all__ = ["ConformerResult", "generate_conformers", "generate_conformers_batch", "resolve_model",
-           "ON_INVALID", "OVERSIZE", "UNSUPPORTED"]
+           "ON_INVALID", "OVERSIZE", "SINGLE_ATOM_MODEL", "UNSUPPORTED"]
 
 ON_INVALID = ("resample", "flag", "drop")
 #: what to do with a molecule larger than any the model was trained on (``model.max_atoms``)
@@ -233,8 +233,10 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
                                 sampler=group_sampler, steps=group_steps, device=device, on_invalid=on_invalid,
                                 max_rounds=max_rounds, relax=relax)
         meta = _provenance(group_model, group_sampler, group_steps, seed, device)
+        placed = {"molediff_model": SINGLE_ATOM_MODEL, "molediff_seed": seed}  # no sampler drew these
         for job in sampled + single_atoms:
-            finish_job(job, group_model, num_confs, meta, relax, prune_rms if job.mol.GetNumAtoms() > 1 else None)
+            single = job.mol.GetNumAtoms() == 1
+            finish_job(job, group_model, num_confs, placed if single else meta, relax, None if single else prune_rms)
             if job.result.error is not None and job.result.error.item is None:
                 job.result.error.with_item(_label(job.result))
             if isinstance(job.result.error, _NO_CONFORMER) and id(job.result) in oversized:
@@ -242,6 +244,10 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
                                           "trained on: oversize='etkdg' (--oversize etkdg) embeds such molecules "
                                           "with ETKDGv3")
     return results
+
+
+#: ``molediff_model`` of a single atom: placed at the origin, whatever model the run uses
+SINGLE_ATOM_MODEL = "none (single atom at the origin)"
 
 
 def _provenance(model: Any, sampler: str | None, steps: int | None, seed: int, device) -> dict:

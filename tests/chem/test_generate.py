@@ -5,7 +5,7 @@ import pytest
 from rdkit import Chem
 
 from molediff.chem.errors import MolediffInputError, NonFiniteCoordinatesError, UnsupportedElementError
-from molediff.chem.generate import generate_conformers, generate_conformers_batch
+from molediff.chem.generate import SINGLE_ATOM_MODEL, generate_conformers, generate_conformers_batch
 
 
 def test_basic_output_has_hydrogens_conformers_and_props(fake_model):
@@ -76,6 +76,14 @@ def test_single_atom_is_at_origin(fake_model):
     assert mol.GetNumConformers() == 2
     assert np.allclose(mol.GetConformer(0).GetPositions(), 0.0)
     assert fake_model.calls == []
+
+
+def test_single_atom_provenance_does_not_depend_on_its_batch(fake_model):
+    alone, = generate_conformers_batch(["[Cl-]"], 1, 0, model=fake_model)
+    ion, ethanol = generate_conformers_batch(["[Cl-]", "CCO"], 1, 0, model=fake_model)
+    assert alone.mol.GetProp("molediff_model") == ion.mol.GetProp("molediff_model") == SINGLE_ATOM_MODEL
+    assert not ion.mol.HasProp("molediff_sampler") and not ion.mol.HasProp("molediff_precision")
+    assert ethanol.mol.GetProp("molediff_model") == fake_model.name
 
 
 def test_etkdg_baseline_model_and_mmff_relax_and_prune():
