@@ -185,7 +185,13 @@ def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_co
         outs = _sample(model, todo, k, sampler=sampler, steps=steps, seed=call_seed, device=device)
         for job, out in zip(todo, outs):
             if isinstance(out, Exception):
-                job.result.error = MolediffInputError(f"model failed: {type(out).__name__}: {out}")
+                failure = f"model failed: {type(out).__name__}: {out}"
+                if job.accepted:  # a failing re-sampling round must not discard earlier rounds' conformers
+                    job.result.warnings.append(f"re-sampling round {rnd}: {failure}; kept the "
+                                               f"{len(job.accepted)} conformer(s) of earlier rounds")
+                    need[id(job)] = 0
+                else:
+                    job.result.error = MolediffInputError(failure)
                 continue
             for coords in out[: need[id(job)]]:
                 if _consider(job, coords, rnd, call_seed, on_invalid, relax):

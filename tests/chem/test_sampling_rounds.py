@@ -38,3 +38,32 @@ def test_pruning_also_applies_to_one_and_two_heavy_atoms():
             conf.SetPositions(first + 0.01)
         prune_conformers(mol, 0.1)
         assert mol.GetNumConformers() == 1, smiles
+
+
+class _CrashesAfterFirstCall:
+    """A sampler whose first call works (half the conformers NaN) and every later one raises."""
+
+    def __init__(self, make_fake):
+        self.inner, self.calls = make_fake(nan=0.5), 0
+        self.name, self.elements, self.max_atoms = "crashes-later", self.inner.elements, self.inner.max_atoms
+
+    def check_supported(self, mol):
+        self.inner.check_supported(mol)
+
+    def sample(self, mols, num_confs, **kw):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("out of memory in a re-sampling round")
+        return self.inner.sample(mols, num_confs, **kw)
+
+
+def test_a_model_failure_in_a_later_round_keeps_the_conformers_already_accepted(make_fake):
+    from molediff.chem.generate import generate_conformers_batch
+
+    model = _CrashesAfterFirstCall(make_fake)
+    res, = generate_conformers_batch(["CCCO"], 6, 3, model=model)
+    assert model.calls >= 2  # round 0 left conformers to re-sample, and round 1 crashed
+    assert res.ok, res.error
+    assert 1 <= res.mol.GetNumConformers() < 6
+    assert all(c.GetProp("molediff_round") == "0" for c in res.mol.GetConformers())
+    assert any("model failed" in w and "RuntimeError" in w for w in res.warnings)
