@@ -40,8 +40,12 @@ DEFAULT_PRIOR_SHARE = 0.5
 
 
 def prior_count(num_confs: int, prior_share: float) -> int:
-    """How many of ``num_confs`` conformers come from the prior: ``prior_share · num_confs``, halves rounded up."""
-    return int(np.floor(prior_share * num_confs + 0.5))
+    """How many of ``num_confs`` conformers come from the prior: ``prior_share · num_confs``, halves rounded up.
+
+    The product is rounded to 9 decimals first, so that a half is a half in decimal (``0.7 · 45`` is
+    ``31.499999999999996`` in binary floating point and gives 32, not 31).
+    """
+    return int(np.floor(round(float(prior_share) * num_confs, 9) + 0.5))
 
 
 class EtkdgRefinedSampler(ModelWrapper):

@@ -65,6 +65,12 @@ def test_prior_count_rounds_halves_up():
     assert prior_count(10, 0.0) == 0 and prior_count(10, 0.3) == 3 and prior_count(4, 0.3) == 1
 
 
+def test_prior_count_rounds_halves_up_despite_float_error():
+    # 0.7 * 45 is 31.499999999999996 in binary floating point, 0.29 * 50 14.499999999999998
+    assert prior_count(45, 0.7) == 32 and prior_count(50, 0.29) == 15 and prior_count(25, 0.58) == 15
+    assert prior_count(45, 0.69) == 31 and prior_count(50, 0.289) == 14
+
+
 def test_mixed_start_samples_a_share_from_the_prior_and_refines_the_rest():
     model = ConformerModel(tiny_config())
     mixed = EtkdgRefinedSampler(model, sigma_start=0.01, steps=2, prior_share=0.5)
