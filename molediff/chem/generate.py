@@ -214,6 +214,9 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
                 res.warnings.append(f"{larger}; expect lower quality (on drug-sized molecules ETKDG is more "
                                     "reliable: oversize='etkdg', README 'Molecules larger than QM9')")
                 oversized.add(id(res))
+            notes = getattr(mdl, "warnings_for", None)  # what a wrapper's recorded settings misstate for it
+            if notes is not None:
+                res.warnings.extend(notes(prep.mol))
             jobs.append(job)
         except MolediffInputError as err:
             res.error = err

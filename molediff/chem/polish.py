@@ -195,6 +195,20 @@ class PolishedSampler(ModelWrapper):
         return (f"{getattr(self.base, 'start_label', 'prior')}; relaxed with MMFF94, polished from sigma "
                 f"{self.sigma_start:g} ({self.steps} steps{guided})")
 
+    def warnings_for(self, mol: Chem.Mol) -> list[str]:
+        """What :attr:`start_label` misstates for ``mol``: MMFF94 has no parameters for it, so it is not relaxed.
+
+        :func:`~molediff.chem.generate.generate_conformers_batch` adds these to the molecule's warnings.
+        """
+        from rdkit import rdBase
+        from rdkit.Chem import rdForceFieldHelpers
+
+        with rdBase.BlockLogs():
+            if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
+                return []
+        return ["MMFF94 has no parameters for this molecule: its conformers were polished without the MMFF94 "
+                "relaxation that molediff_start names"]
+
     def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,
                device: str | torch.device | None = None, **model_options: Any) -> list[np.ndarray]:

@@ -104,6 +104,17 @@ def test_a_molecule_without_mmff_parameters_is_polished_unrelaxed(monkeypatch):
     assert max(_rms(coords[k], start[k]) for k in range(2)) < 0.1  # still stretched: nothing relaxed it
 
 
+def test_the_output_says_when_mmff_could_not_relax_a_molecule():
+    from molediff.chem.generate import generate_conformers_batch
+
+    sampler = PolishedSampler(ConformerModel(tiny_config()), steps=1)
+    ozone, ethanol = generate_conformers_batch(["[O-][O+]=O", "CCO"], 1, 0, model=sampler, on_invalid="flag")
+    assert [w for w in ozone.warnings if "MMFF94 has no parameters" in w]
+    assert not [w for w in ethanol.warnings if "MMFF94" in w]
+    assert "relaxed with MMFF94" in ozone.mol.GetProp("molediff_start")
+    assert "MMFF94 has no parameters" in ozone.mol.GetProp("molediff_warnings")
+
+
 @pytest.mark.parametrize("kwargs, match", [({"sigma_start": 0.0}, "sigma_start"), ({"steps": 0}, "steps"),
                                            ({"max_iters": 0}, "max_iters")])
 def test_polished_sampler_rejects_bad_settings(kwargs, match):
