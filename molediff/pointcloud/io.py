@@ -256,13 +256,27 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def _as_float32(points: Any, source: str, allow_batch: bool = False) -> np.ndarray:
+    """:func:`validate_points`, then float32; a finite value beyond float32's range is refused (not written
+    as inf)."""
+    arr = validate_points(points, source=source, allow_batch=allow_batch)
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        rows = np.unique(np.argwhere(~np.isfinite(out))[:, -2])
+        raise NonFinitePointCloudError(
+            f"{source}: coordinate(s) beyond the float32 range (|x| > 3.4e38), first at point index {int(rows[0])}"
+        )
+    return out
+
+
 def save_npz(path: PathLike, points: Any, *, labels: Any | None = None, **extra: Any) -> None:
     """Write points (``[N, 3]`` or ``[B, N, 3]``) and optional labels and arrays to ``.npz``.
 
     The arrays are stored under ``"points"`` (float32), ``"labels"`` and the ``extra`` names.
     """
     path = Path(path)
-    arr = validate_points(points, source=str(path), allow_batch=True).astype(np.float32)
+    arr = _as_float32(points, str(path), allow_batch=True)
     arrays = {"points": arr, **{k: np.asarray(v) for k, v in extra.items()}}
     if labels is not None:
         arrays["labels"] = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
@@ -272,7 +286,7 @@ def save_npz(path: PathLike, points: Any, *, labels: Any | None = None, **extra:
 def save_ply(path: PathLike, points: Any, *, binary: bool = True) -> None:
     """Write one cloud ``[N, 3]`` as PLY vertices (float32; binary little-endian or ASCII)."""
     path = Path(path)
-    arr = validate_points(points, source=str(path)).astype(np.float32)
+    arr = _as_float32(points, str(path))
     fmt = "binary_little_endian" if binary else "ascii"
     header = (
         f"ply\nformat {fmt} 1.0\ncomment written by molediff\nelement vertex {len(arr)}\n"

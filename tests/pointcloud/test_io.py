@@ -113,3 +113,16 @@ def test_writers_refuse_bad_points(tmp_path, cloud):
     with pytest.raises(EmptyPointCloudError):
         save_npz(tmp_path / "e.npz", np.zeros((0, 3)))
     assert not list(tmp_path.iterdir())
+
+
+def test_writers_refuse_coordinates_that_overflow_float32(tmp_path):
+    # a finite float64 coordinate beyond float32's range was cast to inf and written: the PLY / NPZ then
+    # held a non-finite value that load_point_cloud itself refuses
+    big = np.array([[1e39, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(NonFinitePointCloudError, match="float32"):
+        save_ply(tmp_path / "b.ply", big)
+    with pytest.raises(NonFinitePointCloudError, match="float32"):
+        save_ply(tmp_path / "a.ply", big, binary=False)
+    with pytest.raises(NonFinitePointCloudError, match="float32"):
+        save_npz(tmp_path / "b.npz", big[None])
+    assert not list(tmp_path.iterdir())
