@@ -232,6 +232,10 @@ def _read_ply(path: Path) -> np.ndarray:
                 table = np.array([[float(row[c]) for c in cols] for row in lines], dtype=np.float64)
             except (ValueError, IndexError):
                 raise PointCloudFormatError(f"{path}: malformed ASCII PLY vertex line") from None
+            for k, c in enumerate(cols):  # a 'float' property holds float32 values, as in a binary PLY
+                if props[c][1] == "f4":
+                    with np.errstate(over="ignore"):
+                        table[:, k] = table[:, k].astype(np.float32)
             return table
         order = "<" if fmt == "binary_little_endian" else ">"
         dtype = np.dtype([(n, order + t) for n, t in props])
@@ -298,6 +302,7 @@ def save_ply(path: PathLike, points: Any, *, binary: bool = True) -> None:
         if binary:
             fh.write(arr.astype("<f4").tobytes())
         else:
-            fh.write("".join(f"{x:.7g} {y:.7g} {z:.7g}\n" for x, y, z in arr).encode("ascii"))
+            # the shortest text that reads back as the same float32 (str of np.float32; '%.7g' was lossy)
+            fh.write("".join(f"{x!s} {y!s} {z!s}\n" for x, y, z in arr).encode("ascii"))
 
     _atomic_write(path, write)

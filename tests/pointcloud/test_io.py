@@ -115,6 +115,18 @@ def test_writers_refuse_bad_points(tmp_path, cloud):
     assert not list(tmp_path.iterdir())
 
 
+def test_ascii_ply_keeps_every_float32_bit(tmp_path):
+    # '%.7g' text lost up to 5e-7 per coordinate: an ASCII PLY did not read back as the float32 values a
+    # binary PLY of the same cloud holds (float32 needs 9 significant digits to round-trip)
+    cloud = np.random.default_rng(0).normal(size=(2000, 3)).astype(np.float32)
+    cloud[0] = [1e-30, -3.4e38, 123456.789]
+    save_ply(tmp_path / "a.ply", cloud, binary=False)
+    save_ply(tmp_path / "b.ply", cloud, binary=True)
+    text, binary = load_point_cloud(tmp_path / "a.ply"), load_point_cloud(tmp_path / "b.ply")
+    np.testing.assert_array_equal(text, binary)
+    np.testing.assert_array_equal(text.astype(np.float32), cloud)
+
+
 def test_writers_refuse_coordinates_that_overflow_float32(tmp_path):
     # a finite float64 coordinate beyond float32's range was cast to inf and written: the PLY / NPZ then
     # held a non-finite value that load_point_cloud itself refuses
