@@ -73,7 +73,7 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
     step = _mmff(mol, max_iters) if method == "mmff" else _xtb(mol, max_iters, fmax)
     for conf in mol.GetConformers():
         before = conf.GetPositions()
-        energy = step(conf.GetId())
+        energy, converged = step(conf.GetId())
         after = conf.GetPositions()
         if not np.all(np.isfinite(after)) or not np.isfinite(energy):
             conf.SetPositions(before)  # never keep a diverged relaxation
@@ -84,6 +84,7 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
         geo_ok, reason = geometry_check(mol, after, checker)
         conf.SetProp("molediff_relaxed", method)
         conf.SetProp("molediff_energy_kcal" if method == "mmff" else "molediff_energy_ev", f"{energy:.6f}")
+        conf.SetProp("molediff_relax_converged", str(int(converged)))  # 0: max_iters ran out, not a minimum
         conf.SetProp("molediff_stereo_ok", str(int(stereo_ok)))
         conf.SetProp("molediff_geometry_ok", str(int(geo_ok)))
         conf.SetProp("molediff_valid", str(int(stereo_ok and geo_ok)))
@@ -139,13 +140,13 @@ def _mmff(mol: Chem.Mol, max_iters: int):
     if props is None:
         raise RelaxationError("MMFF94 has no parameters for this molecule (unusual element or valence)")
 
-    def step(cid: int) -> float:
+    def step(cid: int) -> tuple[float, bool]:
         with rdBase.BlockLogs():
             ff = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props, confId=cid)
             if ff is None:
                 raise RelaxationError("MMFF94 force field could not be set up")
-            ff.Minimize(maxIts=max_iters)
-            return float(ff.CalcEnergy())
+            more_needed = ff.Minimize(maxIts=max_iters)  # 0 once converged
+            return float(ff.CalcEnergy()), more_needed == 0
     return step
 
 
@@ -158,14 +159,14 @@ def _xtb(mol: Chem.Mol, max_iters: int, fmax: float):
     charge = Chem.GetFormalCharge(mol)
     unpaired = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
 
-    def step(cid: int) -> float:
+    def step(cid: int) -> tuple[float, bool]:
         atoms = to_ase_atoms(mol, cid, info=False)
         atoms.calc = calc_cls(method="GFN2-xTB", charge=charge, multiplicity=unpaired + 1, verbosity=0)
         try:
-            BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_iters)
+            converged = BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_iters)
             energy = float(atoms.get_potential_energy())
         except Exception as err:  # tblite raises on SCF non-convergence
             raise RelaxationError(f"GFN2-xTB failed: {err}") from err
         mol.GetConformer(cid).SetPositions(atoms.get_positions())
-        return energy
+        return energy, bool(converged)
     return step

@@ -129,7 +129,8 @@ def _relaxed(job: SamplingJob, coords: np.ndarray, method: str) -> tuple[np.ndar
     if conf.GetProp("molediff_relaxed") == "failed":
         return None
     out = conf.GetPositions()
-    energy = {k: conf.GetProp(k) for k in ("molediff_energy_kcal", "molediff_energy_ev") if conf.HasProp(k)}
+    energy = {k: conf.GetProp(k) for k in ("molediff_energy_kcal", "molediff_energy_ev", "molediff_relax_converged")
+              if conf.HasProp(k)}
     return out - out.mean(axis=0), energy
 
 

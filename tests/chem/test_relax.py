@@ -49,6 +49,19 @@ def test_relaxation_repairs_a_stretched_bond(method):
     assert abs(np.linalg.norm(new[c] - new[o]) - ref_length) < 0.05
 
 
+def test_a_relaxation_cut_short_by_max_iters_says_it_did_not_converge():
+    mol = _g2(["CH3CH2OH"])[0]
+    rng = np.random.default_rng(0)
+    pos = mol.GetConformer().GetPositions() + rng.normal(scale=0.3, size=(mol.GetNumAtoms(), 3))
+    mol.GetConformer().SetPositions(pos)
+    short = Chem.Mol(mol)
+    relax_conformers(short, "mmff", max_iters=2)
+    assert short.GetConformer().GetProp("molediff_relaxed") == "mmff"
+    assert short.GetConformer().GetProp("molediff_relax_converged") == "0"  # its energy is not a minimum
+    relax_conformers(mol, "mmff", max_iters=2000)
+    assert mol.GetConformer().GetProp("molediff_relax_converged") == "1"
+
+
 def test_mmff_relaxed_coordinates_minimise_and_keep_nonfinite_rows():
     from molediff.chem.relax import mmff_relaxed_coordinates
 
