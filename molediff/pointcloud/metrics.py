@@ -75,12 +75,18 @@ def _as_batch(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
 def _nearest_sq(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distance from each point to its nearest neighbour in the other cloud, all pairs.
 
+    Each pair is first moved so that ``x``'s centroid is at the origin: distances do not change, but
+    ``|x|^2 + |y|^2 - 2 x.y`` cancels catastrophically in float32 for clouds far from the origin.
+
     Shapes: ``x: [a, N, 3]``, ``y: [b, M, 3]`` -> ``([a, b, N], [a, b, M])``.
     """
+    centre = x.mean(dim=1)  # [a, 3]
+    x = x - centre[:, None, :]  # [a, N, 3]
+    y = y[None] - centre[:, None, None, :]  # [a, b, M, 3]
     xx = (x * x).sum(-1)  # [a, N]
-    yy = (y * y).sum(-1)  # [b, M]
-    cross = torch.einsum("anc,bmc->abnm", x, y)
-    d = (xx[:, None, :, None] + yy[None, :, None, :] - 2.0 * cross).clamp_min_(0.0)
+    yy = (y * y).sum(-1)  # [a, b, M]
+    cross = torch.einsum("anc,abmc->abnm", x, y)
+    d = (xx[:, None, :, None] + yy[:, :, None, :] - 2.0 * cross).clamp_min_(0.0)
     return d.amin(dim=3), d.amin(dim=2)
 
 

@@ -140,3 +140,35 @@ def test_point_cloud_metrics_emd_and_errors(rng):
         point_cloud_metrics(a[:1], b)
     with pytest.raises(ValueError, match=r"\[N, 3\]"):
         pairwise_chamfer(np.zeros((2, 4, 2)), np.zeros((2, 4, 3)))
+
+
+@pytest.mark.parametrize("offset", [100.0, 1000.0])
+def test_float32_chamfer_is_translation_invariant(offset):
+    # |x|^2 + |y|^2 - 2 x.y in float32 cancelled catastrophically away from the origin: clouds in
+    # float32 (as points.npz stores them) shifted by 1000 gave CD(a, a) = 0.03 and CD(a, b) = 0.168
+    # instead of 0 and 0.296
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 512, 3, generator=g)
+    want = float(chamfer_distance(a.double(), b.double()))
+    shift = torch.tensor([offset, -offset, 0.5 * offset])
+    a32, b32 = (a + shift).float(), (b + shift).float()
+    assert float(chamfer_distance(a32, a32)) == pytest.approx(0.0, abs=1e-6)
+    assert float(chamfer_distance(a32, b32)) == pytest.approx(want, rel=1e-3)
+    pw = pairwise_chamfer(torch.stack([a32, b32]), torch.stack([b32, a32]))
+    np.testing.assert_allclose(pw.numpy(), [[want, 0.0], [0.0, want]], rtol=1e-3, atol=1e-6)
+
+
+def test_set_metrics_against_brute_force_with_unequal_set_sizes(rng):
+    # MMD over references (min over generated), COV over generated (nearest reference), 1-NNA on the
+    # union, with |S_g| != |S_r| and varying point counts, all from a plain double loop
+    gen = rng.normal(size=(5, 6, 3))
+    ref = rng.normal(size=(3, 6, 3)) * 1.3
+    d = np.array([[brute_chamfer(x, y) for y in ref] for x in gen])
+    m = point_cloud_metrics(gen, ref, distances=("cd", "emd"))
+    assert m["MMD-CD"] == pytest.approx(np.mean([min(d[:, j]) for j in range(3)]))
+    assert m["COV-CD"] == pytest.approx(len({int(np.argmin(d[i])) for i in range(5)}) / 3)
+    assert m["1-NNA-CD"] == pytest.approx(brute_one_nna(list(gen), list(ref), brute_chamfer))
+    e = np.array([[brute_emd(x, y) for y in ref] for x in gen])
+    assert m["MMD-EMD"] == pytest.approx(np.mean(e.min(axis=0)))
+    assert m["COV-EMD"] == pytest.approx(len(set(e.argmin(axis=1).tolist())) / 3)
+    assert m["1-NNA-EMD"] == pytest.approx(brute_one_nna(list(gen), list(ref), brute_emd))
