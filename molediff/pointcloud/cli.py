@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Sample and write the outputs; returns 0 on success, 2 on bad arguments or an unusable model."""
+    """Sample and write the outputs; returns 0 on success, 2 on bad arguments or an unusable model, 1 when
+    sampling produced non-finite coordinates (nothing is written then)."""
     from molediff.data.shapes import SHAPE_CLASSES
     from molediff.pointcloud.io import save_npz, save_ply
     from molediff.pointcloud.sample import ModelLoadError, generate_point_clouds, load_point_model, parse_labels
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"molediff sample-points: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # the sampler diverged; nothing is written
+        print(f"molediff sample-points: error: {exc} (sampler {args.sampler}, {args.steps} steps, "
+              f"guidance {args.guidance}, {args.points} points); try more --steps, a guidance weight nearer 1, "
+              "or a point count nearer the model's training size", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
     names = [SHAPE_CLASSES[i] if i < len(SHAPE_CLASSES) else "unconditional" for i in labels.tolist()]
     out = Path(args.out)

@@ -8,6 +8,7 @@ Generation = prior noise in :class:`~molediff.core.spaces.CenteredSpace` at ``σ
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def generate_point_clouds(
     sampler, steps
         Name in :data:`molediff.core.samplers.SAMPLERS` and number of σ steps (Karras grid, ρ = 7).
     guidance
-        Classifier-free guidance weight ``w`` (1: plain conditional, 0: unconditional, > 1: guided).
+        Classifier-free guidance weight ``w`` (1: plain conditional, 0: unconditional, > 1: guided); finite.
     seed
         Seed of the prior draw and of stochastic samplers.
 
@@ -141,6 +142,8 @@ def generate_point_clouds(
     ------
     ``labels: [B]`` -> ``[B, P, 3]`` (zero mean per cloud).
     """
+    if not math.isfinite(guidance):
+        raise ValueError(f"guidance weight must be finite, got {guidance}")
     device = torch.device(device)
     labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     if labels.ndim != 1 or labels.numel() == 0:

@@ -105,3 +105,31 @@ def test_sample_points_cli(trained, tmp_path):
     assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = parser.parse_args(["--checkpoint", str(tmp_path / "nope"), "--out", str(out)])
     assert cli.run(bad) == 2
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_guidance_is_a_value_error(trained, weight):
+    # guidance NaN went through ClassifierFreeGuidance and surfaced only as a FloatingPointError after sampling
+    model, _ = load_point_model(trained)
+    with pytest.raises(ValueError, match="guidance"):
+        generate_point_clouds(model, parse_labels("all", 2), 8, steps=2, guidance=weight)
+
+
+def test_sample_points_cli_reports_bad_guidance_and_diverged_sampling(trained, tmp_path, capsys, monkeypatch):
+    # `--guidance nan` and a diverging sampler (the shipped EGNN with --points 18 --steps 8) ended in a
+    # FloatingPointError traceback with exit status 1
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    base = ["--checkpoint", str(trained), "--count", "2", "--points", "8", "--steps", "2", "--out", str(tmp_path / "o")]
+    assert cli.run(parser.parse_args([*base, "--guidance", "nan"])) == 2
+    assert "guidance" in capsys.readouterr().err
+    import molediff.pointcloud.sample as sample_module
+
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("sampling produced non-finite coordinates")
+
+    monkeypatch.setattr(sample_module, "generate_point_clouds", diverge)
+    assert cli.run(parser.parse_args(base)) == 1
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "--steps" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written
