@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1 or args.points < 2 or args.steps < 1:
         print("molediff sample-points: error: need --count >= 1, --points >= 2, --steps >= 1", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        print(f"molediff sample-points: error: --out {out}: {blocker} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
         labels = parse_labels(args.label, args.count)
         model, info = load_point_model(args.checkpoint, device=args.device)
@@ -72,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     elapsed = time.perf_counter() - start
     names = [SHAPE_CLASSES[i] if i < len(SHAPE_CLASSES) else "unconditional" for i in labels.tolist()]
-    out = Path(args.out)
     save_npz(out / "points.npz", clouds, labels=labels, class_names=list(SHAPE_CLASSES))
     if not args.no_ply:
         for i, (cloud, name) in enumerate(zip(clouds, names)):

@@ -133,3 +133,15 @@ def test_sample_points_cli_reports_bad_guidance_and_diverged_sampling(trained, t
     err = capsys.readouterr().err
     assert "non-finite" in err and "--steps" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_sample_points_cli_out_is_a_file(trained, tmp_path, capsys):
+    # `--out some_file` sampled first, then died with a FileExistsError / NotADirectoryError traceback
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path / "f", tmp_path / "f" / "sub"):
+        args = parser.parse_args(["--checkpoint", str(trained), "--count", "1", "--points", "8", "--steps", "2",
+                                  "--out", str(out)])
+        assert cli.run(args) == 2
+        assert "--out" in capsys.readouterr().err
