@@ -24,6 +24,9 @@ from molediff.training.config import load_config
 from molediff.training.trainer import Trainer
 
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", choices=("pointnet", "egnn"), default="pointnet")
@@ -37,7 +40,7 @@ def main() -> None:
     out = Path(args.out)
 
     cfg = load_config(
-        f"configs/pointcloud_{args.network}.yaml",
+        CONFIGS / f"pointcloud_{args.network}.yaml",
         [f"output_dir={out / 'run'}", f"training.max_minutes={args.minutes}", f"training.device={args.device}",
          f"data.num_points={args.points}", "data.num_per_class=300", "training.eval_every=0",
          "training.progress=false", "optimiser.lr_schedule=constant"],

@@ -96,3 +96,17 @@ def test_digits_train_and_guided_sampling():
     imgs, labels = digits.sample_grid(model, cfg, 2.0, torch.device("cpu"), seed=0)
     assert imgs.shape == (10, 1, 8, 8) and torch.equal(labels, torch.arange(10))
     assert imgs.min() >= -1 and imgs.max() <= 1
+
+
+def test_pointcloud_example_runs_outside_the_repository_root(tmp_path, monkeypatch, restore_threads, capsys):
+    # run from another folder it died with "cannot read config configs/pointcloud_pointnet.yaml" (the
+    # config path was relative to the working directory, unlike toy2d.py / digits.py)
+    module = _load("pointcloud_sampling")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "pc"
+    monkeypatch.setattr(sys, "argv", ["pointcloud_sampling.py", "--minutes", "0.005", "--points", "16",
+                                      "--per-class", "2", "--out", str(out)])
+    module.main()
+    printed = capsys.readouterr().out
+    assert "1-NNA-CD" in printed and "torus" in printed
+    assert (out / "points.npz").is_file() and (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
