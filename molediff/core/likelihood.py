@@ -21,6 +21,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .ode import odeint_checked
 from .spaces import EuclideanSpace, Space
 from .utils import check_floating, check_positive
 
@@ -63,11 +64,9 @@ def _integrate(f, state, s0: float, s1: float, method: str, num_steps: int, rtol
             k2 = f(tb, pred)
             state = tuple(y + (b - a) * 0.5 * (p + q) for y, p, q in zip(state, k1, k2))
         return state
-    from torchdiffeq import odeint
-
     span = grid if method in _FIXED_GRID_METHODS else torch.tensor([s0, s1], dtype=torch.float64)
     span = span.to(dtype=ref.dtype, device=ref.device)
-    return tuple(y[-1] for y in odeint(f, state, span, rtol=rtol, atol=atol, method=method))
+    return tuple(y[-1] for y in odeint_checked(f, state, span, rtol=rtol, atol=atol, method=method))
 
 
 def _check_on_space(space: Space, x: Tensor, name: str) -> None:

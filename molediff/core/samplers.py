@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .ode import odeint_checked
 from .spaces import EuclideanSpace, Space
 from .utils import ShapeError, check_floating, check_positive
 
@@ -264,8 +265,6 @@ def sample_adaptive(
     Error control uses the max-norm over all entries (so no sample of the batch is left inaccurate);
     adaptive step control reads error norms on the host (one synchronisation per step, by design).
     """
-    from torchdiffeq import odeint
-
     grid, space = _setup(x, sigmas, space)
     positive: List[float] = [s for s in grid if s > 0]
     nfe = 0
@@ -283,7 +282,7 @@ def sample_adaptive(
         span = torch.tensor(levels, dtype=x.dtype, device=x.device)
         # max-norm error control: torchdiffeq's default RMS over the whole batch lets a few samples drift
         options = {"norm": lambda t: t.abs().max()} if method in _ADAPTIVE_METHODS else None
-        x = odeint(velocity, x, span, rtol=rtol, atol=atol, method=method, options=options)[-1]
+        x = odeint_checked(velocity, x, span, rtol=rtol, atol=atol, method=method, options=options)[-1]
     d = x
     if grid[-1] == 0:
         d = _denoise(denoiser, x, positive[-1], space, cond)
