@@ -52,7 +52,9 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
     Returns
     -------
     list of float
-        Final energy per conformer (kcal/mol for MMFF94, eV for xTB).
+        Final energy per conformer (kcal/mol for MMFF94, eV for xTB); NaN for a conformer whose relaxation
+        failed (e.g. xTB's SCF did not converge) or diverged: it keeps its coordinates and is marked
+        ``molediff_relaxed=failed``, and the other conformers are still relaxed.
 
     Raises
     ------
@@ -73,7 +75,10 @@ def relax_conformers(mol: Chem.Mol, method: str = "mmff", *, reference=None, max
     step = _mmff(mol, max_iters) if method == "mmff" else _xtb(mol, max_iters, fmax)
     for conf in mol.GetConformers():
         before = conf.GetPositions()
-        energy, converged = step(conf.GetId())
+        try:
+            energy, converged = step(conf.GetId())
+        except RelaxationError:  # this conformer only (e.g. xTB's SCF did not converge): the others go on
+            energy, converged = float("nan"), False
         after = conf.GetPositions()
         if not np.all(np.isfinite(after)) or not np.isfinite(energy):
             conf.SetPositions(before)  # never keep a diverged relaxation

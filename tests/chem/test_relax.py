@@ -62,6 +62,33 @@ def test_a_relaxation_cut_short_by_max_iters_says_it_did_not_converge():
     assert mol.GetConformer().GetProp("molediff_relax_converged") == "1"
 
 
+def test_a_relaxation_failing_on_one_conformer_relaxes_the_others(monkeypatch):
+    import molediff.chem.relax as relax_module
+    from molediff.chem.errors import RelaxationError
+
+    real = relax_module._mmff
+
+    def flaky(mol, max_iters):
+        step = real(mol, max_iters)
+
+        def maybe(cid):
+            if cid == 1:
+                raise RelaxationError("SCF did not converge")
+            return step(cid)
+        return maybe
+
+    monkeypatch.setattr(relax_module, "_mmff", flaky)
+    mol = _g2(["CH3CH2OH"])[0]
+    for _ in range(2):
+        mol.AddConformer(Chem.Conformer(mol.GetConformer()), assignId=True)
+    before = [c.GetPositions() for c in mol.GetConformers()]
+    energies = relax_conformers(mol, "mmff")
+    assert np.isfinite(energies[0]) and np.isnan(energies[1]) and np.isfinite(energies[2])
+    labels = [c.GetProp("molediff_relaxed") for c in mol.GetConformers()]
+    assert labels == ["mmff", "failed", "mmff"]
+    assert np.array_equal(mol.GetConformer(1).GetPositions(), before[1])
+
+
 def test_mmff_relaxed_coordinates_minimise_and_keep_nonfinite_rows():
     from molediff.chem.relax import mmff_relaxed_coordinates
 
