@@ -155,8 +155,10 @@ def coverage_matching(matrices: Sequence[np.ndarray],
     Returns
     -------
     dict: ``thresholds`` [T]; ``cov_r_mean``, ``cov_r_median``, ``cov_p_mean``, ``cov_p_median``
-    [T]; ``amr_r_mean``, ``amr_r_median``, ``amr_p_mean``, ``amr_p_median`` scalars (0-d arrays).
-    A molecule without generated conformers has COV-R = 0 and AMR-R = inf.
+    [T]; ``amr_r_mean``, ``amr_r_median``, ``amr_p_mean``, ``amr_p_median`` scalars (0-d arrays);
+    ``molecules`` and ``molecules_with_conformers`` (ints). A molecule without generated conformers has
+    COV-R = 0 and AMR-R = inf; the precision side (COV-P, AMR-P) has nothing to average for it and is taken
+    over the ``molecules_with_conformers`` only, so report that count next to them.
     """
     th = np.asarray(thresholds, dtype=np.float64)
     cov_r, cov_p, amr_r, amr_p = [], [], [], []
@@ -184,4 +186,5 @@ def coverage_matching(matrices: Sequence[np.ndarray],
         "amr_r_mean": np.asarray(np.mean(amr_r)), "amr_r_median": np.asarray(np.median(amr_r)),
         "amr_p_mean": np.asarray(np.mean(amr_p) if amr_p else np.nan),
         "amr_p_median": np.asarray(np.median(amr_p) if amr_p else np.nan),
+        "molecules": len(cov_r), "molecules_with_conformers": len(cov_p),
     }

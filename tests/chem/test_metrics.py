@@ -145,3 +145,7 @@ def test_aggregates():
     assert np.allclose(out["cov_r_mean"], [0.5, 1.0]) and np.allclose(out["cov_p_mean"], [2 / 3, 2 / 3])
     assert np.isclose(out["amr_r_mean"], (0.1 + 0.9) / 2)
     assert np.isclose(out["amr_p_mean"], (0.1 + 0.3 + 1.5) / 3)
+    missing = coverage_matching([d, np.zeros((0, 2))], thresholds=[0.5, 1.0])  # one molecule without conformers
+    assert missing["molecules"] == 2 and missing["molecules_with_conformers"] == 1
+    assert np.allclose(missing["cov_r_mean"], [0.25, 0.5]) and np.isinf(missing["amr_r_mean"])
+    assert np.allclose(missing["cov_p_mean"], out["cov_p_mean"])  # precision: over the molecule with conformers
