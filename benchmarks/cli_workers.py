@@ -48,9 +48,18 @@ def configurations(workers: int, methods: str = "model,etkdg") -> list[tuple[str
     for name in names:
         label, options, rdkit_threads = METHODS[name]
         single, parallel = ("1 thread", f"--workers {workers} (RDKit threads)") if rdkit_threads else \
-            ("1 process", f"--workers {workers}")
+            (f"1 process ({workers} torch thread{'s' if workers != 1 else ''})", f"--workers {workers}")
         configs += [(f"{label}, {single}", options), (f"{label}, {parallel}", [*options, "--workers", str(workers)])]
     return configs
+
+
+def command_env(workers: int) -> dict[str, str]:
+    """The environment of every timed command: torch's thread pool pinned to ``workers`` threads (``OMP_NUM_THREADS``,
+    ``MKL_NUM_THREADS``), so that the model's single process gets the thread budget of ``--workers N`` (N processes
+    of one thread each, set by ``molediff.chem.local_ranks``) and of ETKDG's N RDKit threads, not every core of the
+    machine."""
+    threads = str(max(1, int(workers)))
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
 def count_conformers(sdf: Path) -> int:
@@ -76,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     mols = select_molecules(load_qm9("test"), args.num_mols, seed=args.seed)
     print(f"# cli_workers: QM9 test, {len(mols)} molecules, K={args.num_confs}, seed {args.seed}, "
-          f"{args.repeats} alternating repeats, wall time of the whole command")
+          f"{args.repeats} alternating repeats, wall time of the whole command, torch threads pinned to "
+          f"{args.workers} (OMP_NUM_THREADS)")
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in machine_info(args.workers).items()))
     times: dict[str, list[float]] = {label: [] for label, _ in configs}
     written: dict[str, int] = {}
+    env = command_env(args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         smi = Path(tmp) / "in.smi"
         smi.write_text("".join(f"{Chem.MolToSmiles(Chem.RemoveHs(m.template))} qm9_{m.index}\n" for m in mols))
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, "-m", "molediff", "conformers", "-i", str(smi), "-o", str(out),
                        "-n", str(args.num_confs), "--seed", str(args.seed), "-q", "--keep-going", *extra]
                 t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                subprocess.run(cmd, check=True, env=env)
                 times[label].append(time.perf_counter() - t0)
                 written[label] = count_conformers(out)
                 print(f"# {label}, repeat {repeat + 1}: {times[label][-1]:.1f} s", file=sys.stderr, flush=True)
