@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in samplers if s not in SAMPLERS]
     if unknown:
         parser.error(f"unknown sampler(s) {unknown}; choose from {sorted(SAMPLERS)}")
+    if args.workers > args.threads:  # workers of one thread each would take more cores than ETKDG's numThreads
+        parser.error(f"--workers {args.workers} exceeds --threads {args.threads}: the model rows would use "
+                     f"{args.workers} threads against ETKDG's {args.threads}")
     torch.set_num_threads(args.threads)
     loaded = load_model_for_evaluation(args.model)
     model = loaded.model
