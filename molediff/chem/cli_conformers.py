@@ -329,6 +329,8 @@ def _saved_hint(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from molediff.chem import distributed_run as dr
     from molediff.chem.errors import InputFileError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
@@ -379,7 +381,8 @@ def _run(args: argparse.Namespace) -> int:
             share = 0.0 if args.start == "etkdg" else \
                 (args.prior_share if args.prior_share is not None else DEFAULT_PRIOR_SHARE)
             sigma_start = args.sigma_start if args.sigma_start is not None else DEFAULT_SIGMA_START
-            model = EtkdgRefinedSampler(diffusion, sigma_start, prior_share=share)
+            starts = EtkdgSampler(num_threads=max(1, torch.get_num_threads()))  # same conformers, any thread count
+            model = EtkdgRefinedSampler(diffusion, sigma_start, prior_share=share, etkdg=starts)
         if args.polish:
             if "init_conformers" not in inspect.signature(diffusion.sample).parameters:
                 raise ValueError(f"--polish needs a diffusion model, not {diffusion.name!r}")

@@ -366,10 +366,12 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
                                             stereo_guidance=name == "model")
             elif name in ("refined", "mixed"):
                 from molediff.chem.refine import DEFAULT_PRIOR_SHARE, EtkdgRefinedSampler
+                from molediff.chem.sampler_protocol import EtkdgSampler
 
                 share = DEFAULT_PRIOR_SHARE if name == "mixed" else 0.0
-                generated[name] = run_model(EtkdgRefinedSampler(model, prior_share=share), mols, k, sampler=sampler,
-                                            seed=seed, device=device)
+                starts = EtkdgSampler(num_threads=threads)  # as many RDKit threads as the etkdg row
+                generated[name] = run_model(EtkdgRefinedSampler(model, prior_share=share, etkdg=starts), mols, k,
+                                            sampler=sampler, seed=seed, device=device)
             else:
                 generated[name] = run_etkdg(mols, k, seed=seed, threads=threads)
         return generated[name]
