@@ -83,6 +83,20 @@ def _flip_double_bonds(mol: Chem.Mol) -> Chem.Mol:
 
 
 @pytest.fixture
+def etkdg_thread_counts(monkeypatch) -> list[int]:
+    """The ``num_threads`` of every :class:`EtkdgSampler` that embeds during the test, in call order."""
+    seen: list[int] = []
+    original = EtkdgSampler.sample
+
+    def record(self, *args, **kwargs):
+        seen.append(self.num_threads)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EtkdgSampler, "sample", record)
+    return seen
+
+
+@pytest.fixture
 def fake_model():
     """A well-behaved fake (pure ETKDG with QM9 metadata)."""
     return FakeSampler()

@@ -78,20 +78,10 @@ def test_corrupted_model_weights_are_a_usage_error_naming_the_file(tmp_path, cap
     assert not out.exists()
 
 
-def test_start_etkdg_embeds_with_torchs_threads(monkeypatch, capsys):
-    from molediff.chem.sampler_protocol import EtkdgSampler
-
-    seen = []
-    original = EtkdgSampler.sample
-
-    def record(self, *args, **kwargs):
-        seen.append(self.num_threads)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(EtkdgSampler, "sample", record)
+def test_start_etkdg_embeds_with_torchs_threads(etkdg_thread_counts, capsys):
     threads = torch.get_num_threads()
     assert main(["conformers", "CCO", "--start", "etkdg", "-n", "2", "--seed", "0", "-q"]) == 0
-    assert seen and set(seen) == {max(1, threads)}
+    assert etkdg_thread_counts and set(etkdg_thread_counts) == {max(1, threads)}
 
 
 def _has_tblite():

@@ -140,19 +140,9 @@ def test_evaluate_refined_rows_start_from_etkdg(mols):
     assert rows[0].mean_min_rmsd < 0.6
 
 
-def test_refined_and_mixed_starts_embed_with_the_etkdg_rows_threads(mols, monkeypatch):
-    from molediff.chem.sampler_protocol import EtkdgSampler
-
-    seen = []
-    original = EtkdgSampler.sample
-
-    def record(self, *args, **kwargs):
-        seen.append(self.num_threads)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(EtkdgSampler, "sample", record)
+def test_refined_and_mixed_starts_embed_with_the_etkdg_rows_threads(mols, etkdg_thread_counts):
     evaluate(mols, ["mixed", "refined"], model=_tiny_model(), k=2, seed=0, threads=2)
-    assert seen and set(seen) == {2}  # the etkdg row embeds with threads=2; so must the starts it is compared with
+    assert etkdg_thread_counts and set(etkdg_thread_counts) == {2}  # the etkdg row embeds with threads=2; so must the starts it is compared with
 
 
 def test_evaluate_mixed_rows_draw_half_from_the_prior(mols):
