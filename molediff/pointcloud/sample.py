@@ -45,9 +45,8 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     -------
     ``(denoiser, info)`` where ``info`` holds ``config`` (the training config dict) and ``step``.
     """
-    from safetensors.torch import load_file
-
     from molediff.core.device import require_device
+    from molediff.training.checkpoint import CheckpointError, load_checkpoint
     from molediff.training.export import FORMAT as EXPORT_FORMAT
     from molediff.training.export import ExportError, load_exported
 
@@ -73,12 +72,11 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
             tensors, _ = load_exported(meta_path)
         except ExportError as exc:
             raise ModelLoadError(str(exc)) from exc
-    else:  # trainer checkpoint: prefer the EMA section
+    else:  # trainer checkpoint (size and SHA-256 checked against its sidecar): prefer the EMA section
         try:
-            tensors = load_file(str(weights_path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise ModelLoadError(f"cannot read the weights {weights_path} (truncated or not safetensors?): "
-                                 f"{exc}") from exc
+            tensors = load_checkpoint(meta_path).tensors
+        except CheckpointError as exc:
+            raise ModelLoadError(str(exc)) from exc
         prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
         tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     model = build_from_config(m, s)

@@ -73,6 +73,20 @@ def test_load_and_generate(trained):
         assert isinstance(load_point_model(SHIPPED / name)[0], torch.nn.Module)
 
 
+def test_a_corrupted_trainer_checkpoint_is_a_model_load_error(trained, tmp_path):
+    import shutil
+
+    sidecar = next((trained / "checkpoints").glob("step_*.json"))
+    for path in (sidecar, sidecar.with_suffix(".safetensors")):
+        shutil.copy(path, tmp_path / path.name)
+    tensors = tmp_path / sidecar.with_suffix(".safetensors").name
+    data = bytearray(tensors.read_bytes())
+    data[-8] ^= 0xFF  # a flipped bit in a weight: still readable safetensors, other numbers
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="do not match the checksum"):
+        load_point_model(tmp_path / sidecar.name)
+
+
 def test_corrupted_point_model_weights_are_a_model_load_error(tmp_path):
     import shutil
 
