@@ -129,13 +129,15 @@ def _saved_seed(state_path: str) -> int | None:
 
 def _workers_problem(args: argparse.Namespace, distributed: bool) -> str | None:
     """Why ``--workers N`` cannot run the model's worker processes here, or ``None``."""
+    from molediff.chem.io_read import STDIN
+
     if distributed:
         return "--workers inside a torchrun job: give torchrun more processes instead"
     if args.device is not None and not args.device.startswith("cpu"):
         return f"--workers runs CPU processes; drop it to sample on {args.device}"
     if not args.output:
         return "--workers needs -o OUTPUT (the workers write shards that are merged into it)"
-    if args.input == "-":
+    if args.input == STDIN:
         return "--workers cannot share stdin (-i -) between its processes; give -i FILE"
     if getattr(args, "raw_argv", None) is None:
         return "--workers needs the command line (args.raw_argv)"
@@ -283,11 +285,11 @@ def _open_records(args: argparse.Namespace):
         The message for an input without records (``records`` is then ``None``).
     """
     from molediff.chem.errors import EmptyInputError, InputFileError
-    from molediff.chem.io_read import read_inputs, records_from_strings
+    from molediff.chem.io_read import STDIN, read_inputs, records_from_strings
 
     if not args.input:
         return records_from_strings(args.smiles), None
-    if args.input == "-" and not args.quiet and _interactive_stdin():
+    if args.input == STDIN and not args.quiet and _interactive_stdin():
         _err("reading SMILES from stdin, one per line (SMILES [name]); end with Ctrl-D")
     records = read_inputs(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
     try:
@@ -320,9 +322,11 @@ def _interactive_stdin() -> bool:
 
 def _saved_hint(args: argparse.Namespace) -> str:
     """What an interrupted run leaves and how to finish it."""
+    from molediff.chem.io_read import STDIN
+
     if not args.output:
         return "the molecules written to stdout are complete records"
-    if args.input == "-":
+    if args.input == STDIN:
         return f"completed molecules are saved in {args.output}; stdin cannot be read again, so --resume cannot " \
                "finish this run"
     return "completed molecules are saved, rerun with --resume to finish"
@@ -334,7 +338,7 @@ def _run(args: argparse.Namespace) -> int:
     from molediff.chem import distributed_run as dr
     from molediff.chem.errors import InputFileError, MissingDependencyError
     from molediff.chem.generate import generate_conformers_batch, resolve_model
-    from molediff.chem.io_read import count_records
+    from molediff.chem.io_read import STDIN, count_records
     from molediff.chem.io_write import CheckpointedWriter, StreamWriter, output_compressed, output_format
     from molediff.chem.sampler_protocol import EtkdgSampler
     from molediff.training.checkpoint import CheckpointError
@@ -347,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
     if ctx.distributed and not args.output:
         _err("distributed runs need -o OUTPUT")
         return 2
-    if ctx.distributed and args.input == "-":
+    if ctx.distributed and args.input == STDIN:
         _err("distributed runs cannot share stdin (-i -) between ranks; give -i FILE")
         return 2
     records, empty = _open_records(args)  # before the output, the progress file or the journal is touched
@@ -449,7 +453,7 @@ def _run(args: argparse.Namespace) -> int:
             bar.update(len(chunk))
     except (InputFileError, OSError) as err:  # the input breaks off midway (a truncated .gz)
         bar.close()
-        hint = _saved_hint(args) if args.input == "-" or not args.output else \
+        hint = _saved_hint(args) if args.input == STDIN or not args.output else \
             "molecules written so far are kept, rerun with --resume once the file is fixed"
         _err(f"{args.input}: {err}; {hint}")
         return 1

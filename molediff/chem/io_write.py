@@ -242,8 +242,10 @@ def _gzip_chunks(path: str | os.PathLike, fmt: str) -> Iterator[tuple[int, list[
         yield end, records
 
 
-def _gzip_member(text: str) -> bytes:
-    return gzip.compress(text.encode("utf-8"), compresslevel=_GZIP_MEMBER_LEVEL, mtime=0)
+def _encoded(text: str, compressed: bool) -> bytes:
+    """``text`` as written to an output: UTF-8, or one gzip member of it."""
+    data = text.encode("utf-8")
+    return gzip.compress(data, compresslevel=_GZIP_MEMBER_LEVEL, mtime=0) if compressed else data
 
 
 def merge_outputs(shards: list[str], out_path: str, fmt: str, compressed: bool = False) -> None:
@@ -260,10 +262,10 @@ def merge_outputs(shards: list[str], out_path: str, fmt: str, compressed: bool =
             buf.append(text)
             size += len(text)
             if size >= 1 << 20:
-                out.write(_gzip_member("".join(buf)) if compressed else "".join(buf).encode("utf-8"))
+                out.write(_encoded("".join(buf), compressed))
                 buf, size = [], 0
         if buf:
-            out.write(_gzip_member("".join(buf)) if compressed else "".join(buf).encode("utf-8"))
+            out.write(_encoded("".join(buf), compressed))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, out_path)
@@ -382,9 +384,8 @@ class CheckpointedWriter:
         fails = "".join(json.dumps(failure_row(r)) + "\n" for r in results if not r.ok)
         for path, payload in ((self.path, text), (self.journal_path, fails)):
             if payload:
-                data = _gzip_member(payload) if path == self.path and self.compressed else payload.encode("utf-8")
                 with open(path, "ab") as f:
-                    f.write(data)
+                    f.write(_encoded(payload, self.compressed and path == self.path))
                     f.flush()
                     os.fsync(f.fileno())
         self.next_index = max(self.next_index, max(r.index for r in results) + 1)

@@ -217,12 +217,12 @@ def sample_pc(
             for _ in range(n_corrector):
                 score = (_denoise(denoiser, x, s_next, space, cond) - x) / (s_next * s_next)
                 z = space.randn_like(x, generator)
-                z_norm = space.sum_per_sample(z.square()).sqrt()
                 g_norm = space.sum_per_sample(score.square()).sqrt()
                 if per_sample:
                     step = 2 * (snr * space.dof(x).sqrt() / g_norm.clamp_min(1e-30)).square()
                     step = space.per_row(step).reshape(-1, *([1] * (x.ndim - 1)))
                 else:
+                    z_norm = space.sum_per_sample(z.square()).sqrt()
                     step = 2 * (snr * z_norm.mean() / g_norm.mean().clamp_min(1e-30)).square()
                 x = x + step * score + (2 * step).sqrt() * z
         _report(callback, i, x, s, s_next, d)
