@@ -106,8 +106,6 @@ def _options(args, seed: int) -> dict:
     opts["input"] = (args.input if args.input == STDIN else os.path.abspath(args.input)) if args.input \
         else list(args.smiles)
     opts["seed"] = seed
-    if args.workers > 1:  # the shards' seeds depend on it; absent for one process, as before the option existed
-        opts["workers"] = args.workers
     if args.prior_share is not None:  # absent unless given, so runs from before the option still resume
         opts["prior_share"] = args.prior_share
     if args.polish:  # likewise

@@ -232,7 +232,7 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
         groups.append((state["etkdg"], None, None, to_etkdg, []))
     for group_model, group_sampler, group_steps, sampled, single_atoms in groups:
         if sampled:
-            run_sampling_rounds(sampled, group_model, num_confs, start=chunk[0].index, seed=seed,
+            run_sampling_rounds(sampled, group_model, num_confs, seed=seed,
                                 sampler=group_sampler, steps=group_steps, device=device, on_invalid=on_invalid,
                                 max_rounds=max_rounds, relax=relax)
         meta = _provenance(group_model, group_sampler, group_steps, seed, device)
@@ -288,10 +288,14 @@ def generate_conformers(
     num_confs : int
         Conformers wanted (fewer can come back after ``prune_rms`` or with ``on_invalid="drop"``).
     seed : int, optional
-        Random seed; ``None`` draws one and records it in ``molediff_seed``. In
-        :func:`generate_conformers_batch`, a molecule's conformers depend on the seed *and* on its batch
-        (``batch_size``, its position in the input, its batch-mates): the same inputs in the same order with
-        the same seed and ``batch_size`` reproduce a run; another ``batch_size`` draws other conformers.
+        Random seed; ``None`` draws one and records it in ``molediff_seed``. A molecule's conformers depend
+        on the seed and the molecule (its atoms in input order), not on the rest of the input: in
+        :func:`generate_conformers_batch` it gets the same conformers whatever its position, its batch-mates,
+        ``batch_size`` or the number of workers (up to the last bits of batched arithmetic, which the
+        stochastic sampler can amplify on rare molecules). Each conformer records the seed of the sampler call
+        that drew it (``molediff_call_seed``) and its number in that call (``molediff_draw``):
+        ``model.sample([mol], draw + 1, seed=call_seed)[0][draw]``, with the run's sampler options, is its
+        raw draw again (before mirror repair and relaxation).
     model : ConformerSampler, str or None
         A sampler object, ``"etkdg"`` (RDKit baseline), a checkpoint path / model name, or
         ``None`` for the shipped default model.

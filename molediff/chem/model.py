@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from molediff.chem.particle_guidance import ConformerRepulsion
     from molediff.chem.stereo_guidance import GuidanceConstraints
+    from molediff.core.noise import NoiseGenerator
 
 __all__ = [
     "NETWORKS",
@@ -174,7 +175,7 @@ class ConformerModel(nn.Module):
         *,
         sampler: str | None = None,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: "NoiseGenerator" = None,
         constraints: "GuidanceConstraints | None" = None,
         precision: str | None = None,
         guidance_options: Mapping[str, Any] | None = None,
@@ -191,6 +192,9 @@ class ConformerModel(nn.Module):
             ``node_attr``, ``edge_index``, ``edge_attr``, ``batch`` of the batch (on the model's device).
         sampler : str
             A name in :data:`molediff.core.samplers.SAMPLERS` (default: the model's ``default_sampler``).
+        generator : torch.Generator or PerSampleNoise, optional
+            Where all the noise comes from (:mod:`molediff.core.noise`; :meth:`sample` gives every conformer
+            its own stream).
         constraints : GuidanceConstraints, optional
             Stereo and local-geometry constraints of the batch (global atom indices); when given,
             sampling is guided toward them (:mod:`molediff.chem.stereo_guidance`).
@@ -304,11 +308,16 @@ class ConformerModel(nn.Module):
         ETKDG's) with ``sigma_start`` refines those geometries instead of sampling from the prior: conformer
         ``k`` of a molecule starts from its starting geometry ``k mod K_i`` noised to ``sigma_start``
         (:meth:`sample_graphs`).
-        ``seed`` seeds the sampler's own generator; ``None`` draws that seed from torch's global generator (one
+        ``seed`` (``>= 0``) seeds the noise: conformer ``k`` of a molecule draws from its own stream, seeded from
+        ``seed``, the molecule's featurised graph and ``k`` (:mod:`molediff.chem.conformer_noise`), so a molecule
+        gets the same conformers alone, in any batch, in any position and with any ``max_atoms_per_batch``
+        (up to the last bits of the network's batched arithmetic; particle guidance couples a molecule's
+        conformers, not molecules). ``None`` draws the seed from torch's global generator (one
         ``torch.randint`` call), so ``torch.manual_seed(s)`` makes the call reproducible and the global stream is
         advanced, never reseeded.
         Returns one float64 array ``[num_confs, N_i, 3]`` (Å, RDKit atom order) per molecule.
         """
+        from molediff.chem.conformer_noise import conformer_noise, graph_digest
         from molediff.chem.featurize import collate, featurize
         from molediff.chem.stereo_guidance import GuidanceConstraints, guidance_constraints, guidance_options
 
@@ -318,9 +327,10 @@ class ConformerModel(nn.Module):
         self.to(device).eval()
         if seed is None:  # draw from the global generator (advances it; torch.seed() would reseed it)
             seed = int(torch.randint(0, 2**62, ()).item())
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed))
+        if int(seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         graphs = [featurize(mol, elements=self.config.elements) for mol in mols]
+        digests = [graph_digest(g) for g in graphs]
         overrides = dict(stereo_guidance) if isinstance(stereo_guidance, Mapping) else None
         per_mol = None
         if stereo_guidance is not False:
@@ -355,6 +365,7 @@ class ConformerModel(nn.Module):
             b = collate([graphs[m] for m, _ in chunk]).to(device)
             cond = {"node_attr": b.node_attr, "edge_index": b.edge_index, "edge_attr": b.edge_attr, "batch": b.batch}
             sizes = [graphs[m].z.numel() for m, _ in chunk]
+            generator = conformer_noise(int(seed), [digests[m] for m, _ in chunk], [k for _, k in chunk], sizes)
             constraints = GuidanceConstraints.concat([per_mol[m] for m, _ in chunk], sizes) if per_mol else None
             repulsion = None
             if repel is not None and repel["weight"] > 0:

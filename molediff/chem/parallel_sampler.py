@@ -10,9 +10,10 @@ benchmarks/RESULTS.md, "Worker processes"). :class:`ParallelConformerSampler` wr
 the benchmarks use it unchanged.
 
 Each call splits the molecules into one shard per worker with about equal network work (the sum
-of squared atom counts), samples every shard in its worker with a seed derived from the call's seed
-and the shard's number, and returns the conformers in input order. For a fixed seed and number of
-workers the result is reproducible; it differs from the single-process model's draw for the same seed.
+of squared atom counts), samples every shard in its worker with the call's seed and returns the
+conformers in input order. Every conformer draws its noise from its own stream
+(:mod:`molediff.chem.conformer_noise`), so the result does not depend on the number of workers: it is the
+single-process model's draw for the same seed, up to the last bits of batched arithmetic.
 
 The workers are started with the ``spawn`` method (no fork of a process that runs OpenMP threads);
 the weights reach them as safetensors bytes, not pickle.
@@ -34,7 +35,7 @@ from rdkit import Chem
 
 from molediff.chem.sampler_protocol import ModelWrapper
 
-__all__ = ["ParallelConformerSampler", "balanced_shards", "shard_seed"]
+__all__ = ["ParallelConformerSampler", "balanced_shards"]
 
 _READY_TIMEOUT_S = 600.0  # spawning a worker imports torch and RDKit: seconds, more on a loaded machine
 
@@ -62,11 +63,6 @@ def balanced_shards(costs: Sequence[float], num_shards: int) -> list[list[int]]:
         groups[target].append(item)
         loads[target] += float(costs[item])
     return [sorted(group) for group in groups if group]
-
-
-def shard_seed(seed: int, shard: int) -> int:
-    """The seed shard ``shard`` of a call with ``seed`` samples with (a 31-bit integer)."""
-    return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
@@ -203,15 +199,16 @@ class ParallelConformerSampler(ModelWrapper):
         if not len(mols):
             return []
         seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF) if seed is None else int(seed)
-        options = {"sampler": sampler, "steps": steps, "precision": self.model.precision, **model_options}
+        options = {"sampler": sampler, "steps": steps, "precision": self.model.precision, "seed": seed,
+                   **model_options}
         shards = balanced_shards([m.GetNumAtoms() ** 2 for m in mols], self.workers)
         pool = self.start()._pool
         assert pool is not None
         futures = []
         out: list[np.ndarray | None] = [None] * len(mols)
         try:  # a worker that died since the last call breaks the pool already at submission
-            for number, items in enumerate(shards):
-                shard_options = {**options, "seed": shard_seed(seed, number)}
+            for items in shards:
+                shard_options = dict(options)
                 if init_conformers is not None:
                     shard_options["init_conformers"] = [np.asarray(init_conformers[i]) for i in items]
                 binaries = [mols[i].ToBinary(Chem.PropertyPickleOptions.AllProps) for i in items]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from molediff.core.spaces import CenteredSpace, HarmonicSpace

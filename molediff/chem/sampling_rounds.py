@@ -77,8 +77,13 @@ class SamplingJob:
         return self._checker
 
 
-def _round_seed(seed: int, start: int, rnd: int) -> int:
-    return int(np.random.SeedSequence([seed, start, rnd]).generate_state(1)[0] & 0x7FFFFFFF)
+def round_seed(seed: int, rnd: int) -> int:
+    """The seed (31 bits) the sampler gets in round ``rnd`` of a run with ``seed``.
+
+    It depends on nothing else: with per-conformer noise (:mod:`molediff.chem.conformer_noise`) a molecule's
+    conformers do not depend on its chunk, its position or ``batch_size``.
+    """
+    return int(np.random.SeedSequence([int(seed), int(rnd)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _sample(model: ConformerSampler, jobs: list[SamplingJob], k: int, **kw) -> list:
@@ -134,7 +139,7 @@ def _relaxed(job: SamplingJob, coords: np.ndarray, method: str) -> tuple[np.ndar
     return out - out.mean(axis=0), energy
 
 
-def _consider(job: SamplingJob, coords: np.ndarray, rnd: int, call_seed: int, on_invalid: str,
+def _consider(job: SamplingJob, coords: np.ndarray, rnd: int, call_seed: int, draw: int, on_invalid: str,
               relax: str | None = None) -> bool:
     """Check one conformer (after relaxation, if asked); keep it, possibly flagged, or discard it.
 
@@ -161,8 +166,8 @@ def _consider(job: SamplingJob, coords: np.ndarray, rnd: int, call_seed: int, on
     if not valid and on_invalid != "flag":
         return False
     job.flagged += not valid
-    props = {"molediff_round": rnd, "molediff_call_seed": call_seed, "molediff_valid": int(valid),
-             "molediff_stereo_ok": int(stereo_ok),
+    props = {"molediff_round": rnd, "molediff_call_seed": call_seed, "molediff_draw": draw,
+             "molediff_valid": int(valid), "molediff_stereo_ok": int(stereo_ok),
              "molediff_stereo_fix": "mirrored" if status == "mirrored" else "none",
              "molediff_geometry_ok": int(geo_ok), "molediff_relaxed": relaxed_by, **energy}
     if reason:
@@ -171,7 +176,7 @@ def _consider(job: SamplingJob, coords: np.ndarray, rnd: int, call_seed: int, on
     return valid
 
 
-def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_confs: int, *, start: int, seed: int,
+def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_confs: int, *, seed: int,
                sampler: str, steps, device, on_invalid: str, max_rounds: int, relax: str | None = None) -> None:
     """Sample, (relax,) check and re-sample conformers for the jobs of one chunk (in place)."""
     need = {id(j): num_confs for j in jobs}
@@ -182,7 +187,7 @@ def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_co
         if not todo:
             break
         k = max(need[id(j)] for j in todo)
-        call_seed = _round_seed(seed, start, rnd)
+        call_seed = round_seed(seed, rnd)
         outs = _sample(model, todo, k, sampler=sampler, steps=steps, seed=call_seed, device=device)
         for job, out in zip(todo, outs):
             if isinstance(out, Exception):
@@ -194,14 +199,15 @@ def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_co
                 else:
                     job.result.error = MolediffInputError(failure)
                 continue
-            for coords in out[: need[id(job)]]:
-                if _consider(job, coords, rnd, call_seed, on_invalid, relax):
+            for draw, coords in enumerate(out[: need[id(job)]]):
+                if _consider(job, coords, rnd, call_seed, draw, on_invalid, relax):
                     valid[id(job)] += 1
             need[id(job)] = num_confs - (valid[id(job)] if on_invalid == "resample" else num_confs)
 
 
 def single_atom_job(job: SamplingJob, num_confs: int) -> None:
-    props = {"molediff_round": 0, "molediff_call_seed": -1, "molediff_valid": 1, "molediff_stereo_ok": 1,
+    props = {"molediff_round": 0, "molediff_call_seed": -1, "molediff_draw": 0, "molediff_valid": 1,
+             "molediff_stereo_ok": 1,
              "molediff_stereo_fix": "none", "molediff_geometry_ok": 1}
     job.accepted = [(np.zeros((1, 3)), dict(props)) for _ in range(num_confs)]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Protocol, Union
 
-import torch
 from torch import Tensor, nn
 
 from .schedules import NoiseSchedule

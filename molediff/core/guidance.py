@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .noise import NoiseGenerator, normal
 from .spaces import Space
 from .utils import ShapeError, append_dims, as_row_sigma
 
@@ -146,7 +147,7 @@ class FixedSubset(nn.Module):
 
     def __init__(
         self, denoiser: Callable, known: Tensor, mask: Tensor, *, renoise: bool = False,
-        space: Optional[Space] = None, generator: Optional[torch.Generator] = None,
+        space: Optional[Space] = None, generator: NoiseGenerator = None,
     ) -> None:
         super().__init__()
         if mask.dtype != torch.bool:
@@ -161,8 +162,8 @@ class FixedSubset(nn.Module):
         except RuntimeError:
             raise ShapeError(f"known {list(self.known.shape)} does not broadcast to x {list(x.shape)}") from None
         if self.renoise:
-            noise = self.space.randn_like(x, self.generator) if self.space is not None else torch.randn(
-                x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+            noise = self.space.randn_like(x, self.generator) if self.space is not None else normal(
+                x.shape, self.generator, dtype=x.dtype, device=x.device)
             x = torch.where(self.mask, known + append_dims(sigma, x.ndim) * noise, x)
         return torch.where(self.mask, known, self.denoiser(x, sigma, **cond))
 

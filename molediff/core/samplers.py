@@ -13,8 +13,9 @@ Common signature::
 
 ``x`` is the initial state already at noise level ``sigmas[0]`` (see :func:`prior_sample`), ``sigmas`` a
 descending grid ending in 0 (``[num_steps + 1]``), ``space`` draws all noise and projects every denoiser
-output (default :class:`~molediff.core.spaces.EuclideanSpace`), ``callback`` receives a dict per step and
-``**cond`` goes to the denoiser. The grid is read to the host once per call; the loop itself makes no
+output (default :class:`~molediff.core.spaces.EuclideanSpace`), ``generator`` feeds all its noise (a
+:class:`torch.Generator`, or a :class:`~molediff.core.noise.PerSampleNoise` giving every sample its own stream),
+``callback`` receives a dict per step and ``**cond`` goes to the denoiser. The grid is read to the host once per call; the loop itself makes no
 host-device synchronisation. Samplers never look at the shape of ``x`` beyond its number of rows.
 """
 
@@ -26,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .noise import NoiseGenerator
 from .ode import odeint_checked
 from .spaces import EuclideanSpace, Space
 from .utils import ShapeError, check_floating, check_positive
@@ -52,7 +54,7 @@ def prior_sample(
     space: Space,
     shape: Sequence[int],
     sigma_max: float,
-    generator: Optional[torch.Generator] = None,
+    generator: NoiseGenerator = None,
     *,
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,

@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .noise import NoiseGenerator, normal
 from .utils import ShapeError, check_batch_index, check_floating, check_same_rows
 
 __all__ = ["Space", "EuclideanSpace", "CenteredSpace", "HarmonicSpace"]
@@ -41,11 +42,11 @@ class Space(ABC):
         self,
         shape: Sequence[int],
         *,
-        generator: Optional[torch.Generator] = None,
+        generator: NoiseGenerator = None,
         dtype: Optional[torch.dtype] = None,
         device: Optional[Union[str, torch.device]] = None,
     ) -> Tensor:
-        """Standard noise of the space.
+        """Standard noise of the space, drawn from ``generator`` (:func:`molediff.core.noise.normal`).
 
         Shapes
         ------
@@ -53,10 +54,10 @@ class Space(ABC):
         """
         shape = tuple(int(s) for s in shape)
         self._check_rows(shape[0] if shape else 0)
-        z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        z = normal(shape, generator, dtype=dtype, device=device)
         return self._colour(z)
 
-    def randn_like(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    def randn_like(self, x: Tensor, generator: NoiseGenerator = None) -> Tensor:
         """Standard noise of the space with the shape, dtype and device of ``x``."""
         return self.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 

@@ -122,6 +122,27 @@ def test_shipped_model_generates_valid_stereo_correct_conformers():
     assert all(np.isfinite(c.GetPositions()).all() for c in mol.GetConformers())
 
 
+def test_shipped_model_conformers_do_not_depend_on_batch_size_or_position():
+    """A molecule's conformers depend on the seed and the molecule, and record how to draw them again."""
+    from molediff.chem.model import load_conformer_model
+
+    model = load_conformer_model()
+    smiles = ["CCO", "C[C@H](N)C(=O)O", "c1ccoc1", "OCC(F)C#N"]
+    one_call = list(generate_conformers_batch(smiles, 3, 9, model=model, batch_size=4))
+    one_each = list(generate_conformers_batch(smiles[::-1], 3, 9, model=model, batch_size=1))[::-1]
+    for a, b in zip(one_call, one_each):
+        assert a.mol.GetNumConformers() == b.mol.GetNumConformers() == 3
+        for ca, cb in zip(a.mol.GetConformers(), b.mol.GetConformers()):
+            np.testing.assert_allclose(ca.GetPositions(), cb.GetPositions(), atol=1e-3)
+            assert ca.GetProp("molediff_call_seed") == cb.GetProp("molediff_call_seed")
+    ala = one_call[1].mol
+    conf = ala.GetConformer(ala.GetConformers()[2].GetId())
+    draw, call_seed = int(conf.GetProp("molediff_draw")), int(conf.GetProp("molediff_call_seed"))
+    raw = model.sample([Chem.Mol(ala)], draw + 1, seed=call_seed)[0][draw]
+    if conf.GetProp("molediff_stereo_fix") == "none":
+        np.testing.assert_allclose(conf.GetPositions(), raw - raw.mean(axis=0), atol=1e-3)
+
+
 def test_oversize_etkdg_embeds_only_the_molecules_beyond_the_training_size(make_fake):
     model = make_fake(max_atoms=20)
     small, large = "CCO", "O=C(N[C@@H](Cc1ccccc1)C(=O)O)c1ccccn1"  # 9 atoms; 35 with hydrogens
