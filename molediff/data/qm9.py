@@ -18,7 +18,8 @@ geometry no longer matches their SMILES graph are dropped and counted per reason
 Split (fixed): ``Index % 10 == 0`` test, ``== 1`` validation (``"valid"``), otherwise train.
 
 The processed splits are cached as safetensors + JSON (no pickle) under
-``$MOLEDIFF_CACHE/qm9/<QM9_CACHE_VERSION>/`` (default ``~/.cache/molediff/qm9/...``).
+``$MOLEDIFF_CACHE/qm9/<QM9_CACHE_VERSION>_rdkit-<version>_qm9pack-<version>/`` (default
+``~/.cache/molediff/qm9/...``, :func:`cache_folder`).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from molediff.chem.featurize import (EDGE_FEATURE_DIM, FEATURIZER_VERSION, NODE_
 from molediff.data.cache import cache_complete, default_cache_dir, load_arrays, save_arrays
 
 __all__ = [
-    "SPLITS", "QM9_CACHE_VERSION", "split_of", "qm9pack_data_dir", "iter_qm9_raw",
+    "SPLITS", "QM9_CACHE_VERSION", "cache_folder", "source_versions", "split_of", "qm9pack_data_dir", "iter_qm9_raw",
     "process_record", "place_bond_orders", "DropReport", "QM9Record", "QM9Dataset",
     "prepare_qm9", "load_qm9",
 ]
@@ -346,7 +347,8 @@ def _pack(items: Sequence[dict], split: str, report: DropReport, seconds: float)
         "edge_index": cat("edge_index", axis=1, empty=(2, 0), dtype=np.int16),
         "edge_attr": cat("edge_attr", empty=(0, EDGE_FEATURE_DIM), dtype=np.uint8),
     }
-    meta = {"split": split, "version": QM9_CACHE_VERSION, "smiles": [it["smiles"] for it in items],
+    meta = {"split": split, "version": QM9_CACHE_VERSION, "sources": source_versions(),
+            "smiles": [it["smiles"] for it in items],
             "drop_report": report.to_json(), "processing_seconds": seconds}
     return arrays, meta
 
@@ -358,8 +360,30 @@ def _context():
     return get_context("fork" if "fork" in methods else "spawn")
 
 
+def source_versions() -> dict[str, str]:
+    """The RDKit and qm9pack versions that processing uses here; a cache entry is keyed by them too."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        qm9pack = version("qm9pack")
+    except PackageNotFoundError:
+        qm9pack = "unknown"
+    return {"rdkit": rdBase.rdkitVersion, "qm9pack": qm9pack}
+
+
+def cache_folder(cache_dir: str | Path) -> Path:
+    """Where this installation's processed splits live under ``cache_dir``.
+
+    The folder name holds :data:`QM9_CACHE_VERSION` and :func:`source_versions`, so processing by another RDKit
+    (bond perception, stereo from 3D, canonical SMILES) or another qm9pack release is never read back as this
+    one's: an upgrade processes the splits again (about a minute on 2 cores).
+    """
+    v = source_versions()
+    return Path(cache_dir) / f"{QM9_CACHE_VERSION}_rdkit-{v['rdkit']}_qm9pack-{v['qm9pack']}"
+
+
 def _stem(cache_dir: Path, split: str, limit: int | None) -> Path:
-    return cache_dir / QM9_CACHE_VERSION / (split if limit is None else f"{split}_first{limit}")
+    return cache_folder(cache_dir) / (split if limit is None else f"{split}_first{limit}")
 
 
 def prepare_qm9(splits: Sequence[str] = SPLITS, *, limit: int | None = None,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from rdkit import Chem
+from rdkit import Chem, rdBase
 
 from molediff.chem.featurize import EDGE_FEATURE_DIM, NODE_FEATURE_DIM
 from molediff.data.qm9 import (
@@ -84,6 +84,20 @@ def test_cache_roundtrip_and_truncate(small, tmp_path):
         "valid", cache_dir=tmp_path).smiles[: len(sub)]
     packed = sub.to_packed()
     assert len(packed) == len(sub) and packed.node_attr.dtype == torch.uint8
+
+
+def test_another_rdkit_or_qm9pack_version_never_reads_this_ones_cache(small, monkeypatch):
+    import molediff.data.qm9 as qm9
+
+    cache, ds = small
+    here = qm9.cache_folder(cache)
+    assert (here / "train_first200.json").exists()
+    assert rdBase.rdkitVersion in here.name and qm9.load_qm9("train", limit=5, cache_dir=cache).meta["sources"] == {
+        "rdkit": rdBase.rdkitVersion, "qm9pack": qm9.source_versions()["qm9pack"]}
+    monkeypatch.setattr(qm9, "source_versions", lambda: {"rdkit": "2099.01.1", "qm9pack": "9.9"})
+    assert qm9.cache_folder(cache) != here and not (qm9.cache_folder(cache) / "train_first200.json").exists()
+    other = qm9.load_qm9("train", limit=3, cache_dir=cache, num_workers=1)  # processed again, not truncated
+    assert (qm9.cache_folder(cache) / "train_first3.json").exists() and other.meta["sources"]["rdkit"] == "2099.01.1"
 
 
 def test_drop_report_json_roundtrip():
