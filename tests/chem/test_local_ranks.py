@@ -4,6 +4,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import pytest
 from rdkit import Chem
 
@@ -34,6 +35,13 @@ def test_workers_run_the_model_as_ranks_and_merge_in_input_order(tmp_path):
     assert all(m.GetProp("molediff_model") == "molediff-qm9-egnn" for m in mols)
     assert rep.read_text().splitlines()[1].startswith("2,3,m2,C1CC,InvalidSmilesError")
     assert sorted(os.listdir(tmp_path)) == ["fail.csv", "in.smi", "out.sdf"]  # shards merged and removed
+    # one process, another batch size: the same conformers (each conformer has its own noise stream)
+    single = tmp_path / "single.sdf"
+    main(["conformers", "-i", str(inp), "-o", str(single), "-n", "2", "--seed", "3", "--steps", "3",
+          "--batch-size", "5", "-q"])
+    for a, b in zip(mols, Chem.SDMolSupplier(str(single), removeHs=False), strict=True):
+        assert a.GetProp("_Name") == b.GetProp("_Name")
+        np.testing.assert_allclose(a.GetConformer().GetPositions(), b.GetConformer().GetPositions(), atol=1e-3)
 
 
 def test_workers_usage_errors_and_etkdg_threads(tmp_path):
