@@ -204,6 +204,12 @@ def _process(chunk, state, model, num_confs, seed, sampler, steps, relax, prune_
                 res.warnings.append(f"{err}; embedded with ETKDGv3 instead (unsupported='etkdg')")
                 to_etkdg.append(job)
                 continue
+            smallest = int(getattr(mdl, "min_atoms", 1))
+            if prep.mol.GetNumAtoms() < smallest:  # e.g. a diatomic: the network never saw one
+                res.warnings.append(f"{prep.mol.GetNumAtoms()} atoms: smaller than any molecule the model {mdl.name} "
+                                    f"was trained on ({smallest}); embedded with ETKDGv3 instead")
+                to_etkdg.append(job)
+                continue
             if prep.mol.GetNumAtoms() > mdl.max_atoms:
                 larger = (f"{prep.mol.GetNumAtoms()} atoms: larger than any molecule the model {mdl.name} was "
                           f"trained on ({mdl.max_atoms})")
@@ -316,6 +322,9 @@ def generate_conformers(
         shipped QM9 model) is sampled by the model with a warning (``"model"``), or embedded with ETKDGv3
         instead (``"etkdg"``, recorded as ``molediff_model=etkdg``): on drug-sized molecules ETKDG's
         conformers were more often valid and less strained (README, "Molecules larger than QM9").
+        A molecule with fewer atoms than any in training (``model.min_atoms``; 3 for the shipped model, so
+        diatomics such as N#N or [C-]#N) is always embedded with ETKDGv3, with a warning: the network is
+        undefined there (it collapsed [C-]#N to a 0.2–0.7 Å bond and then to NaN).
     unsupported : {"error", "etkdg"}
         A molecule with an element the model was not trained on fails with
         :class:`~molediff.chem.errors.UnsupportedElementError` naming the element and the model (``"error"``),

@@ -59,6 +59,7 @@ class ConformerModelConfig:
 
     ``sigma_data`` is the per-coordinate standard deviation of centred training geometries (Å);
     ``sigma_min``/``sigma_max``/``rho`` define the sampling grid (Karras et al. 2022, eq. 5).
+    ``max_atoms`` / ``min_atoms`` are the largest and smallest training molecules (atoms with hydrogens).
     ``prior`` is the noise the model was trained and samples with, ``"centered"`` (isotropic, zero CoM) or
     ``"harmonic"`` (bond-graph Laplacian with ``prior_stiffness`` and ``prior_eps``; :mod:`molediff.chem.prior`).
     """
@@ -72,6 +73,7 @@ class ConformerModelConfig:
     elements: tuple[str, ...] = ("H", "C", "N", "O", "F")
     featurizer_version: str = "feat-v2"
     max_atoms: int = 29
+    min_atoms: int = 3
     default_sampler: str = "heun"
     default_steps: int = 20
     name: str = "molediff-conformer"
@@ -139,6 +141,13 @@ class ConformerModel(nn.Module):
     @property
     def max_atoms(self) -> int:
         return self.config.max_atoms
+
+    @property
+    def min_atoms(self) -> int:
+        """The fewest atoms of any training molecule (QM9: 3). On smaller ones (diatomics) the network is
+        undefined: it shortened [C-]#N and [C-]#[O+] to 0.2–0.7 Å and then diverged to NaN, and
+        :func:`~molediff.chem.generate.generate_conformers_batch` embeds them with ETKDGv3 instead."""
+        return self.config.min_atoms
 
     def check_supported(self, mol: "Chem.Mol") -> None:
         """Raise :class:`~molediff.chem.errors.UnsupportedElementError` for an element not in training."""

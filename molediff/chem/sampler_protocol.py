@@ -32,6 +32,9 @@ class ConformerSampler(Protocol):
         Element symbols the model was trained on.
     max_atoms : int
         Largest molecule (hydrogens included) seen in training; larger inputs get a warning.
+    min_atoms : int, optional
+        Smallest molecule seen in training (default 1 when absent); smaller inputs (more than one atom) are
+        embedded with ETKDGv3 by :func:`~molediff.chem.generate.generate_conformers_batch`.
     """
 
     name: str
@@ -69,7 +72,7 @@ class ConformerSampler(Protocol):
 class ModelWrapper:
     """Base of samplers that wrap a conformer model and pass its description through.
 
-    ``name``, ``elements``, ``max_atoms``, ``config``, :meth:`resolved_precision` and
+    ``name``, ``elements``, ``max_atoms``, ``min_atoms``, ``config``, :meth:`resolved_precision` and
     :meth:`check_supported` are the wrapped ``model``'s; subclasses add ``sample`` and override
     what they change (e.g. the name).
     """
@@ -88,6 +91,10 @@ class ModelWrapper:
     @property
     def max_atoms(self) -> int:
         return int(self.model.max_atoms)
+
+    @property
+    def min_atoms(self) -> int:
+        return int(getattr(self.model, "min_atoms", 1))
 
     @property
     def config(self) -> Any:

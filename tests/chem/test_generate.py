@@ -160,6 +160,24 @@ def test_oversize_etkdg_embeds_only_the_molecules_beyond_the_training_size(make_
         next(generate_conformers_batch([small], 1, 0, model=model, oversize="bogus"))
 
 
+def test_diatomics_smaller_than_any_training_molecule_are_embedded_with_etkdg():
+    """The shipped network never saw a 2-atom graph (QM9's smallest has 3 atoms); it collapsed [C-]#N to NaN."""
+    from molediff.chem.model import load_conformer_model
+
+    model = load_conformer_model()
+    assert model.min_atoms == 3
+    results = list(generate_conformers_batch(["[C-]#N", "N#N", "F", "CCO"], 2, 0, model=model))
+    assert all(r.ok for r in results)
+    for r, bond in zip(results[:3], (1.17, 1.10, 0.92)):
+        assert r.mol.GetProp("molediff_model") == "etkdg"
+        assert any("smaller than any molecule the model molediff-qm9-egnn was trained on (3)" in w
+                   for w in r.warnings)
+        for conf in r.mol.GetConformers():
+            x = conf.GetPositions()
+            assert np.isfinite(x).all() and abs(np.linalg.norm(x[0] - x[1]) - bond) < 0.1
+    assert results[3].mol.GetProp("molediff_model") == "molediff-qm9-egnn" and not results[3].warnings
+
+
 def test_unsupported_etkdg_embeds_molecules_with_elements_the_model_does_not_know(make_fake):
     from molediff.chem.errors import UnsupportedElementError
 
