@@ -40,8 +40,12 @@ the penalty of :func:`guidance_penalty` is zero. Its terms:
   1-3 distances outside RDKit's distance-geometry bounds (``GetMoleculeBoundsMatrix``) are penalised
   quadratically; inside them the term is zero and the network's geometry is untouched.
 * **Contacts.** Pairs four or more bonds apart are kept beyond ``clash_factor`` (0.75) × their contact
-  distance (:func:`molediff.chem.validity.contact_bounds`), the same pairs the validity check's clash
-  test uses, so the sample does not fold onto itself.
+  distance (:func:`molediff.chem.validity.contact_bounds`), the same pairs and distances the validity
+  check's clash test uses, so the sample does not fold onto itself; a hydrogen bond (N/O/F-H...N/O/F)
+  may close to 0.75 × 2.0 Å. (Before, it could close only to 0.75 × the van der Waals sum where RDKit's
+  bound was that large: 241 of the README's 1,000 test molecules have such a pair. On 1,000 validation
+  molecules, seed 2, raw sampling before and after: mean and median min-RMSD within 0.001 Å, coverage@0.1
+  0.405 and 0.404, valid 0.995 both; the product path's coverage@0.1 0.437 and 0.431.)
 
 Centres with three neighbours (a lone pair or implicit hydrogen: sulfoxides, bridgehead nitrogens)
 are not guided; the conformer generator's stereo check still enforces them.

@@ -113,3 +113,45 @@ def test_check_many_shapes():
     assert set(res[0].as_dict()) >= {"ok", "stereo", "clash_ratio_min"}
     with pytest.raises(ValueError, match="atoms"):
         ValidityChecker(m).check_many(pos[:, :3])
+
+
+@pytest.mark.parametrize("index", [129410, 131780])  # N-H...N- at 1.59 A, O-H...O at 1.77 A
+def test_short_intramolecular_hydrogen_bonds_of_dft_references_are_not_clashes(index):
+    from molediff.data.qm9 import iter_qm9_raw, process_record, qm9pack_data_dir
+
+    try:
+        qm9pack_data_dir()
+    except FileNotFoundError:  # pragma: no cover
+        pytest.skip("qm9pack not installed")
+    out = process_record(next(r for r in iter_qm9_raw("test") if r.index == index))
+    mol = Chem.Mol(out["mol"].tobytes())
+    res = ValidityChecker(mol)(mol.GetConformer().GetPositions())
+    assert res.no_clash and res.ok, res.failed
+
+
+def test_hydrogen_bond_pairs_get_the_hydrogen_bond_contact_distance_and_others_keep_theirs():
+    from molediff.chem.validity import HYDROGEN_BOND_CONTACT, contact_bounds, pair_bounds
+
+    mol = embedded("OCCCO")
+    atoms = list(mol.GetAtoms())
+    iu, ju, lower, _, hops = pair_bounds(mol)
+    far = hops >= 4
+    vdw = np.array([Chem.GetPeriodicTable().GetRvdw(a.GetAtomicNum()) for a in atoms])
+    base = np.minimum(lower[far], vdw[iu[far]] + vdw[ju[far]])  # the contact distance without the rule
+    i, j, contact, _ = contact_bounds(mol)
+
+    def polar_h(k):
+        return atoms[k].GetAtomicNum() == 1 and atoms[k].GetNeighbors()[0].GetAtomicNum() == 8
+
+    hbond = np.array([(polar_h(int(a)) and atoms[int(b)].GetAtomicNum() == 8)
+                      or (polar_h(int(b)) and atoms[int(a)].GetAtomicNum() == 8) for a, b in zip(i, j)])
+    assert hbond.any() and (base[hbond] > HYDROGEN_BOND_CONTACT).any()  # the rule changes something here
+    np.testing.assert_allclose(contact[hbond], np.minimum(base[hbond], HYDROGEN_BOND_CONTACT))
+    np.testing.assert_allclose(contact[~hbond], base[~hbond])  # C-H...O and the rest keep theirs
+    pos = mol.GetConformer().GetPositions()
+    checker = ValidityChecker(mol)
+    assert checker(pos).no_clash
+    a, b = int(i[hbond][0]), int(j[hbond][0])
+    h, o = (a, b) if polar_h(a) else (b, a)
+    pos[h] = pos[o] + 1.3 * (pos[h] - pos[o]) / np.linalg.norm(pos[h] - pos[o])  # 1.3 A from the other O
+    assert not checker(pos).no_clash  # still a clash below 0.7 x 2.0 A
