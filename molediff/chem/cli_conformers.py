@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen = parser.add_argument_group("generation")
     gen.add_argument("-n", "--num-confs", type=int, default=10, help="conformers per molecule (default 10)")
     gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output); a molecule's "
-                     "conformers depend on it and on the molecule only, not on --batch-size, --workers or the rest "
-                     "of the input")
+                     "conformers depend on it, the molecule and the sampling options, not on --batch-size, --workers or "
+                     "the rest of the input")
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
     gen.add_argument("--steps", type=int,
