@@ -31,7 +31,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
