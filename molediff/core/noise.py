@@ -3,20 +3,23 @@
 A sampler draws all its noise through :meth:`molediff.core.spaces.Space.randn`, which takes a ``generator``.
 A :class:`torch.Generator` (or ``None``, torch's global one) fills the whole batch from one stream, so a
 sample's noise depends on where it sits in the batch and on what else is there. :class:`PerSampleNoise`
-gives every sample of a flat batch its own seeded stream instead: sample ``i``'s noise depends only on
-``seeds[i]``, its number of rows and how many draws came before, never on the other samples. A molecule's
-conformers are then the same whether it is sampled alone, in a batch of a thousand or on another worker.
+gives every sample of a flat batch its own stream instead (a counter-based generator, Philox4x32-10, keyed per
+sample and evaluated for the whole batch at once): sample ``i``'s noise depends only on its key, its number of
+rows and how many draws came before, never on the other samples. A molecule's conformers are then the same
+whether it is sampled alone, in a batch of a thousand or on another worker.
 
 :func:`normal` is the one place that turns either kind of ``generator`` into noise.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from .philox import philox4x32, uint32_to_normal
 from .utils import ShapeError
 
 __all__ = ["PerSampleNoise", "NoiseGenerator", "normal"]
@@ -25,40 +28,45 @@ __all__ = ["PerSampleNoise", "NoiseGenerator", "normal"]
 class PerSampleNoise:
     """Independent, reproducible standard-normal streams, one per sample of a flat batch.
 
-    Sample ``i`` owns rows ``ptr[i]:ptr[i+1]`` of every draw and a CPU :class:`torch.Generator` seeded with
-    ``seeds[i]``. Draws are made ``block`` at a time per sample (one ``torch.randn`` per sample per block, so a
-    15-step sampler costs one pass over the samples), kept on the CPU in float64 and handed out in order;
-    draw ``c`` of sample ``i`` is therefore a function of ``seeds[i]``, its row count, the trailing shape and
-    ``c`` alone.
+    Sample ``i`` owns rows ``ptr[i]:ptr[i+1]`` of every draw. Its values come from Philox4x32-10
+    (:mod:`molediff.core.philox`) keyed by ``seeds[i]``, with the counter holding the value's position in the
+    sample, the draw number and ``streams[i]``: draw ``c`` of sample ``i`` is a function of ``seeds[i]``,
+    ``streams[i]``, its row count, the trailing shape and ``c`` alone. Every draw is one vectorised
+    computation on the requested device, whatever the number of samples.
 
     Parameters
     ----------
     seeds : sequence of int
-        One seed per sample, ``0 <= seed < 2**64``.
+        One 64-bit key per sample, ``0 <= seed < 2**64``.
     counts : sequence of int
         Rows of every sample (e.g. atoms per graph), in batch order.
-    block : int
-        Draws made at once per sample.
+    streams : sequence of int, optional
+        One stream number per sample, ``0 <= stream < 2**32`` (default 0): samples with the same seed and
+        different streams are independent (e.g. the conformers of one molecule).
 
     Shapes
     ------
     :meth:`normal` returns ``[sum(counts), *rest]``.
     """
 
-    def __init__(self, seeds: Sequence[int], counts: Sequence[int], *, block: int = 16) -> None:
+    def __init__(self, seeds: Sequence[int], counts: Sequence[int], *, streams: Sequence[int] | None = None) -> None:
         seeds, counts = [int(s) for s in seeds], [int(c) for c in counts]
-        if len(seeds) != len(counts):
-            raise ShapeError(f"{len(seeds)} seeds for {len(counts)} samples")
+        streams = [0] * len(seeds) if streams is None else [int(s) for s in streams]
+        if not len(seeds) == len(counts) == len(streams):
+            raise ShapeError(f"{len(seeds)} seeds, {len(counts)} counts and {len(streams)} streams")
         if any(c < 0 for c in counts):
             raise ValueError("counts must be >= 0")
         if any(not 0 <= s < 2**64 for s in seeds):
             raise ValueError("seeds must lie in [0, 2**64)")
-        if block < 1:
-            raise ValueError(f"block must be >= 1, got {block}")
-        self.counts, self.block = counts, int(block)
+        if any(not 0 <= s < 2**32 for s in streams):
+            raise ValueError("streams must lie in [0, 2**32)")
+        self.counts = counts
         self.num_rows = sum(counts)
-        self._generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self._pending: dict[tuple[int, ...], list[Tensor]] = {}  # trailing shape -> draws not yet handed out
+        self._key_lo = torch.tensor([s & 0xFFFFFFFF for s in seeds], dtype=torch.int64)
+        self._key_hi = torch.tensor([s >> 32 for s in seeds], dtype=torch.int64)
+        self._streams = torch.tensor(streams, dtype=torch.int64)
+        self._counts = torch.tensor(counts, dtype=torch.int64)
+        self._draws = 0
 
     def normal(
         self,
@@ -71,13 +79,21 @@ class PerSampleNoise:
         shape = tuple(int(s) for s in shape)
         if not shape or shape[0] != self.num_rows:
             raise ShapeError(f"expected {self.num_rows} rows (one block per sample), got shape {list(shape)}")
-        rest = shape[1:]
-        queue = self._pending.setdefault(rest, [])
-        if not queue:
-            per_sample = [torch.randn((self.block, n, *rest), generator=g, dtype=torch.float64)
-                          for g, n in zip(self._generators, self.counts)]
-            queue.extend(torch.cat(per_sample, dim=1).unbind(0))
-        return queue.pop(0).to(dtype=dtype or torch.get_default_dtype(), device=device)
+        if self._draws >= 2**32:
+            raise RuntimeError("PerSampleNoise: 2**32 draws exhausted")
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        per_sample = self._counts.to(device) * math.prod(shape[1:])  # values of each sample
+        calls = (per_sample + 3) // 4  # Philox calls, four values each
+        sample = torch.repeat_interleave(torch.arange(len(self.counts), device=device), calls)
+        first = torch.cumsum(calls, 0) - calls
+        index = torch.arange(sample.numel(), device=device) - first[sample]  # the call's number in its sample
+        words = philox4x32(
+            (index, torch.full_like(index, self._draws), self._streams.to(device)[sample], torch.zeros_like(index)),
+            (self._key_lo.to(device)[sample], self._key_hi.to(device)[sample]))
+        values = uint32_to_normal(torch.stack(words, dim=-1))  # [calls, 4]
+        position = index.unsqueeze(1) * 4 + torch.arange(4, device=device)
+        self._draws += 1
+        return values[position < per_sample[sample].unsqueeze(1)].to(dtype or torch.get_default_dtype()).reshape(shape)
 
 
 #: what a sampler accepts as ``generator``
