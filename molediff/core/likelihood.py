@@ -54,6 +54,8 @@ _FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_a
 
 def _integrate(f, state, s0: float, s1: float, method: str, num_steps: int, rtol: float, atol: float, ref: Tensor):
     """Integrate ``d state/dσ = f(σ, state)`` from ``s0`` to ``s1`` (tuples of tensors allowed)."""
+    if ref.numel() == 0:  # an empty batch: nothing moves (dopri5 would underflow on an empty error norm)
+        return state
     grid = torch.logspace(math.log10(s0), math.log10(s1), num_steps + 1, dtype=torch.float64)
     if method == "heun":
         grid = grid.tolist()
@@ -136,6 +138,8 @@ def log_likelihood(
             raise ValueError("exact divergence needs rows to be samples (EuclideanSpace); use 'hutchinson'")
         z = None
     elif divergence == "hutchinson":
+        if num_probes < 1:
+            raise ValueError(f"num_probes must be >= 1, got {num_probes}")
         shape = (num_probes, *x.shape)
         if probe == "rademacher":
             z = torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
@@ -154,7 +158,7 @@ def log_likelihood(
             xr = state[0].detach().requires_grad_(True)
             out = v(s, xr)
             if z is None:
-                flat = out.reshape(out.shape[0], -1)
+                flat = out.reshape(out.shape[0], math.prod(out.shape[1:]))
                 div = torch.zeros_like(flat[:, 0])
                 for j in range(flat.shape[1]):
                     g = torch.autograd.grad(flat[:, j].sum(), xr, retain_graph=True)[0]

@@ -15,6 +15,7 @@ different sizes count equally; ``reduction="none"`` returns the per-sample vecto
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Callable, Optional, Sequence, Union
 
@@ -155,6 +156,11 @@ class LikelihoodWeighting(Weighting):
 
 
 # ------------------------------------------------------------------------------------------------- losses
+def _flat_rows(x: Tensor) -> Tensor:
+    """``[B, ...] -> [B, prod(...)]`` in float64 (also for ``B = 0``, where a ``-1`` size is ambiguous)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).double()
+
+
 def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return per_sample.mean()
@@ -166,11 +172,13 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
 class DSMLoss:
     """Denoising score matching on a denoiser with a sigma sampler and a weighting.
 
-    ``loss(denoiser, x0, *, space=None, generator=None, reduction="mean", **cond)``.
+    ``loss(denoiser, x0, *, space=None, generator=None, reduction="mean", sigma=None, **cond)``; a given
+    ``sigma`` (one level per sample, or a scalar for all) replaces the sampler's draw and is cast to the dtype
+    and device of ``x0``.
 
     Shapes
     ------
-    x0: ``[N, ...]``; returns ``[]`` or ``[num_samples]`` (``reduction="none"``).
+    x0: ``[N, ...]``; sigma: ``[num_samples]`` or ``[]``; returns ``[]`` or ``[num_samples]`` (``reduction="none"``).
     """
 
     def __init__(self, sigma_sampler: SigmaSampler, weighting: Weighting) -> None:
@@ -178,15 +186,18 @@ class DSMLoss:
 
     def __call__(
         self, denoiser: Callable, x0: Tensor, *, space: Optional[Space] = None, generator=None,
-        reduction: str = "mean", sigma: Optional[Tensor] = None, **cond,
+        reduction: str = "mean", sigma: Optional[Union[Tensor, float]] = None, **cond,
     ) -> Tensor:
         check_floating(x0, "x0")
         space = space or EuclideanSpace()
         n = space.num_samples(x0)
         if sigma is None:
             sigma = self.sigma_sampler(n, generator=generator, device=x0.device, dtype=x0.dtype)
-        elif sigma.shape != (n,):
-            raise ShapeError(f"sigma must have one entry per sample ({n}), got {list(sigma.shape)}")
+        else:
+            sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+            sigma = sigma.expand(n) if sigma.ndim == 0 else sigma
+            if sigma.shape != (n,):
+                raise ShapeError(f"sigma must have one entry per sample ({n}), got {list(sigma.shape)}")
         rows = space.per_row(sigma)
         noise = space.randn_like(x0, generator)
         x = x0 + append_dims(rows, x0.ndim) * noise
@@ -224,7 +235,7 @@ class FlowMatchingLoss:
         """Permutation of ``x1`` minimising ``Σ‖x0_i - x1_π(i)‖²`` (exact, Hungarian algorithm)."""
         from scipy.optimize import linear_sum_assignment
 
-        cost = torch.cdist(x0.reshape(x0.shape[0], -1).double(), x1.reshape(x1.shape[0], -1).double()).square()
+        cost = torch.cdist(_flat_rows(x0), _flat_rows(x1)).square()
         _, col = linear_sum_assignment(cost.cpu().numpy())
         return x1[torch.as_tensor(col, device=x1.device)]
 

@@ -277,7 +277,7 @@ def sample_adaptive(
         d = space.project(denoiser(y, s.to(y.dtype).expand(y.shape[0]), **cond))
         return (y - d) / s.to(y.dtype)
 
-    if positive[-1] < positive[0]:
+    if positive[-1] < positive[0] and x.numel() > 0:  # an empty batch has nothing to integrate
         # fixed-step torchdiffeq methods step between output times: give them every positive level of the grid
         adaptive = method in _ADAPTIVE_METHODS + ("scipy_solver",)
         levels = [positive[0], positive[-1]] if adaptive else sorted(set(positive), reverse=True)

@@ -156,6 +156,10 @@ class NoiseSchedule(ABC):
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         lo = self.t_min if sigma_min is None else float(self.t_from_sigma(torch.tensor(sigma_min, dtype=torch.float64)))
         hi = self.t_max if sigma_max is None else float(self.t_from_sigma(torch.tensor(sigma_max, dtype=torch.float64)))
+        if lo > hi:
+            s_lo = self.sigma_min if sigma_min is None else sigma_min
+            s_hi = self.sigma_max if sigma_max is None else sigma_max
+            raise ValueError(f"sigma_min={s_lo} exceeds sigma_max={s_hi}")
         t = torch.linspace(hi, lo, num_steps, dtype=torch.float64) if num_steps > 1 else torch.tensor([hi], dtype=torch.float64)
         s = torch.cat([self.ve_sigma(t), torch.zeros(1, dtype=torch.float64)])
         check_positive(s[:-1], "sigma grid")
@@ -222,8 +226,8 @@ class VPCosine(NoiseSchedule):
     """Cosine VP schedule (Nichol & Dhariwal 2021): ``α = cos(φ(t)) / cos(φ(0))``, ``φ = π/2 (t+s)/(1+s)``."""
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.995):
-        if not 0 <= t_min < t_max < 1:
-            raise ValueError(f"need 0 <= t_min < t_max < 1, got {t_min}, {t_max}")
+        if not 0 < t_min < t_max < 1:  # σ̂(0) = 0: no positive sampling grid, an infinite DSM weight
+            raise ValueError(f"need 0 < t_min < t_max < 1, got {t_min}, {t_max}")
         self.s, self.t_min, self.t_max = s, t_min, t_max
 
     def _phi(self, t: Tensor) -> Tensor:

@@ -35,6 +35,11 @@ def _sigma_per_sample(sigma: Union[Tensor, float], n: int, ref: Tensor) -> Tenso
     return s.expand(n) if s.ndim == 0 else s.expand(n)
 
 
+def _row_totals(values: Tensor) -> Tensor:
+    """Sum every row over its trailing dims, ``[R, ...] -> [R]`` (also for ``R = 0``, where ``-1`` is ambiguous)."""
+    return values.reshape(values.shape[0], math.prod(values.shape[1:])).sum(1)
+
+
 class Space(ABC):
     """Abstract base class of noise spaces (see module docstring and CONTRIBUTING.md)."""
 
@@ -130,7 +135,7 @@ class EuclideanSpace(Space):
         return values
 
     def sum_per_sample(self, values: Tensor) -> Tensor:
-        return values.reshape(values.shape[0], -1).sum(1)
+        return _row_totals(values)
 
     def dof(self, x: Tensor) -> Tensor:
         d = math.prod(x.shape[1:])
@@ -202,7 +207,7 @@ class CenteredSpace(Space):
 
     def sum_per_sample(self, values: Tensor) -> Tensor:
         self._check_x(values)
-        return self._node_sum(values.reshape(values.shape[0], -1).sum(1))
+        return self._node_sum(_row_totals(values))
 
     def dof(self, x: Tensor) -> Tensor:
         self._check_x(x)

@@ -127,3 +127,24 @@ def test_flow_matching_loss_and_ot_coupling():
         assert math.isfinite(float(exact)) and worse > exact
     with pytest.raises(ValueError):
         FlowMatchingLoss("sinkhorn")
+
+
+@pytest.mark.parametrize("coupling", ["independent", "ot"])
+def test_losses_of_an_empty_batch(coupling):
+    """Zero samples give an empty per-sample loss vector, not a reshape error (OT pairing of nothing included)."""
+    gm = mixture_2d(torch.float64)
+    x0 = torch.zeros(0, 2, dtype=torch.float64)
+    assert edm_loss()(gm.denoiser, x0, reduction="none").shape == (0,)
+    assert FlowMatchingLoss(coupling)(lambda x, t: x, x0, reduction="none").shape == (0,)
+
+
+def test_dsm_loss_casts_a_given_sigma_to_the_data():
+    """A float64 (or Python-float) σ for float32 data must not turn the network's input into float64."""
+    net = torch.nn.Linear(2, 2)
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    loss = edm_loss()
+    for sigma in (torch.ones(4, dtype=torch.float64), 1.0):
+        out = loss(lambda x, s: net(x), x0, sigma=sigma, generator=torch.Generator().manual_seed(1))
+        assert out.dtype == torch.float32 and torch.isfinite(out)
+    with pytest.raises(ShapeError, match="one entry per sample"):
+        loss(lambda x, s: net(x), x0, sigma=torch.ones(3))

@@ -163,3 +163,20 @@ def test_encode_decode_round_trip_and_interpolation():
     cos = lambda a, b: (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))  # noqa: E731
     assert torch.allclose(cos(mid, z), cos(mid, z2))
     assert torch.allclose(lerp(z, z2, 0.5), 0.5 * (z + z2))
+
+
+@pytest.mark.parametrize("method", ["dopri5", "heun"])
+def test_likelihood_encode_decode_of_an_empty_batch(method):
+    gm = mixture_2d(torch.float64)
+    x = torch.zeros(0, 2, dtype=torch.float64)
+    res = log_likelihood(gm.denoiser, x, method=method, num_steps=4)
+    assert res.log_prob.shape == (0,) and res.latent.shape == (0, 2)
+    assert encode(gm.denoiser, x, method=method, num_steps=4).shape == (0, 2)
+    assert decode(gm.denoiser, x, method=method, num_steps=4).shape == (0, 2)
+
+
+def test_likelihood_refuses_fewer_than_one_probe():
+    gm = mixture_2d(torch.float64)
+    x = gm.sample(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="num_probes must be >= 1"):
+        log_likelihood(gm.denoiser, x, divergence="hutchinson", num_probes=0, method="heun", num_steps=2)

@@ -187,3 +187,12 @@ def test_pc_per_sample_step_ignores_the_other_samples(graphs):
 def test_pc_per_sample_step_reproduces_a_16d_mixture():
     res = _check("16d", "pc", 300, {"snr": 0.1, "per_sample": True})
     assert all(v < tol for v, tol in res.values()), res
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_samplers_accept_an_empty_batch(name):
+    """A batch of zero samples comes back empty (pc summed per sample, adaptive took a max over no entries)."""
+    gm = mixture_2d()
+    x = torch.zeros(0, 2)
+    out = sample(name, gm.denoiser, x, EDM().sigmas(4), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (0, 2)

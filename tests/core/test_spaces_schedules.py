@@ -136,3 +136,26 @@ def test_validation_errors():
         HarmonicSpace(torch.tensor([0, 0, 1, 1]), torch.tensor([[0], [2]]))
     with pytest.raises(ValueError):
         VPLinear(beta_min=-1.0)
+
+
+def test_sum_per_sample_and_log_prior_of_an_empty_batch():
+    """Zero samples (or zero nodes) reduce to an empty per-sample vector instead of a reshape error."""
+    x = torch.zeros(0, 3)
+    assert EuclideanSpace().sum_per_sample(x).shape == (0,)
+    assert EuclideanSpace().log_prior(x, 1.0).shape == (0,)
+    empty = CenteredSpace(torch.zeros(0, dtype=torch.long), num_graphs=2)
+    assert torch.equal(empty.sum_per_sample(x), torch.zeros(2))
+
+
+@pytest.mark.parametrize("sch", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_sigmas_refuse_sigma_min_above_sigma_max(sch):
+    """The grid is documented as descending: swapped bounds are an error (as in karras_sigmas), not a rising grid."""
+    with pytest.raises(ValueError, match="exceeds sigma_max"):
+        sch.sigmas(3, sigma_min=10.0, sigma_max=1.0)
+
+
+def test_vp_cosine_refuses_t_min_zero():
+    """σ̂(0) = 0: a schedule starting there has no positive sampling grid and an infinite DSM weight."""
+    with pytest.raises(ValueError, match="0 < t_min"):
+        VPCosine(t_min=0.0)
+    assert VPCosine(t_min=1e-4).sigmas(3)[-2] > 0
