@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 __all__ = ["add_arguments", "run", "machine_info", "format_rows", "write_outputs"]
 
 COLUMNS = (  # (header, attribute, format)
@@ -112,9 +114,29 @@ def format_rows(rows: Sequence[Any], columns: Sequence[tuple[str, str, str]] = C
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN / inf float (numpy scalars included) replaced by ``None``.
+
+    ``json.dumps`` would write them as the bare tokens ``NaN`` / ``Infinity``, which standard JSON
+    parsers (``jq``, JavaScript, most other languages) reject.
+    """
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def write_outputs(paths: Sequence[str], rows: Sequence[Any], settings: dict[str, Any],
                   per_molecule: dict[str, Sequence[Any]]) -> None:
     """Write ``.json`` (everything) and ``.csv`` (rows) files atomically.
+
+    In JSON, NaN and infinite values (e.g. ``stereo_fraction`` when no molecule has stereo elements)
+    are written as ``null``; the CSV keeps ``nan``.
 
     Raises
     ------
@@ -130,7 +152,8 @@ def write_outputs(paths: Sequence[str], rows: Sequence[Any], settings: dict[str,
         if suffix == ".json":
             doc = {"settings": settings, "rows": [r.as_dict() for r in rows],
                    "per_molecule": {m: [asdict(s) for s in scores] for m, scores in per_molecule.items()}}
-            data = json.dumps(doc, indent=1, default=float).encode()
+            data = json.dumps(_json_safe(doc), indent=1, allow_nan=False,
+                              default=lambda obj: _json_safe(float(obj))).encode()
         elif suffix == ".csv":
             buf = io.StringIO()
             names = list(rows[0].as_dict()) if rows else []
@@ -153,9 +176,12 @@ def run(args: argparse.Namespace) -> int:
 
     # each --methods word may hold several comma-separated names: flatten, keep order, drop repeats
     methods = list(dict.fromkeys(m for group in (args.methods or [list(DEFAULT_METHODS)]) for m in group))
-    for path in args.out:
+    for path in args.out:  # checked before the (long) evaluation, whose results would be lost at the end
         if Path(path).suffix.lower() not in (".json", ".csv"):
             print(f"molediff evaluate: error: --out {path}: use a .json or .csv file name", file=sys.stderr)
+            return 2
+        if Path(path).is_dir():
+            print(f"molediff evaluate: error: --out {path} is a folder; give a file name", file=sys.stderr)
             return 2
     torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"[evaluate] {msg}", file=sys.stderr, flush=True))

@@ -21,12 +21,22 @@ def with_conformers(template: Chem.Mol, coords) -> Chem.Mol:
         The molecule (atom order of ``coords``).
     coords : sequence of numpy.ndarray
         ``[K, N, 3]`` positions in Å (or ``K`` arrays ``[N, 3]``); conformer ids 0 .. K-1.
+
+    Raises
+    ------
+    ValueError
+        A conformer whose positions are not ``[N, 3]`` (RDKit would take ``[N, 2]`` as z = 0).
     """
     mol = Chem.Mol(template)
     mol.RemoveAllConformers()
-    for xyz in coords:
+    shape = (mol.GetNumAtoms(), 3)
+    for k, xyz in enumerate(coords):
+        xyz = np.asarray(xyz, dtype=np.float64)
+        if xyz.shape != shape:
+            raise ValueError(f"conformer {k}: positions have shape {xyz.shape}, expected {shape} "
+                             "(coords must be [K, N, 3])")
         conf = Chem.Conformer(mol.GetNumAtoms())
-        conf.SetPositions(np.asarray(xyz, dtype=np.float64))
+        conf.SetPositions(xyz)
         conf.Set3D(True)
         mol.AddConformer(conf, assignId=True)
     return mol
@@ -39,6 +49,16 @@ def _positions(mol: Chem.Mol, conf_id: int) -> np.ndarray:
     if not np.all(np.isfinite(pos)):
         raise ValueError("conformer has non-finite coordinates")
     return pos
+
+
+def _check_explicit_hydrogens(mol: Chem.Mol) -> None:
+    """Raise ValueError if any atom carries implicit (position-less) hydrogens."""
+    probe = Chem.Mol(mol)  # the property cache is updated on a copy: the caller's molecule is left as it is
+    probe.UpdatePropertyCache(strict=False)
+    implicit = sum(a.GetNumImplicitHs() + a.GetNumExplicitHs() for a in probe.GetAtoms())
+    if implicit:
+        raise ValueError(f"molecule has {implicit} implicit hydrogen(s) without coordinates; "
+                         "use Chem.AddHs(mol, addCoords=True) first")
 
 
 def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
@@ -55,6 +75,12 @@ def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
         title, ``charge``: the total formal charge), so extended XYZ keeps them; text properties stay
         strings (``molediff_*`` numbers are numbers).
 
+    Raises
+    ------
+    ValueError
+        No conformer, non-finite coordinates, or implicit hydrogens (they have no positions: the
+        ``Atoms`` would be another species; add them with ``Chem.AddHs(mol, addCoords=True)``).
+
     Returns
     -------
     ase.Atoms
@@ -64,6 +90,7 @@ def to_ase_atoms(mol: Chem.Mol, conf_id: int = -1, *, info: bool = True):
     from ase import Atoms
 
     pos = _positions(mol, conf_id)
+    _check_explicit_hydrogens(mol)
     atoms = Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
     atoms.set_initial_charges([a.GetFormalCharge() for a in mol.GetAtoms()])
     if any(a.GetIsotope() for a in mol.GetAtoms()):  # [2H], [13C]: their masses (ASE's defaults are the elements')

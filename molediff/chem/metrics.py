@@ -57,6 +57,16 @@ def _check_same_graph(probe: Chem.Mol, ref: Chem.Mol) -> None:
                          f"({Chem.MolToSmiles(probe)} vs {Chem.MolToSmiles(ref)})")
 
 
+def _check_finite(mol: Chem.Mol, conf_ids: Sequence[int], role: str) -> None:
+    """Raise ValueError naming the first conformer of ``mol`` with a NaN / inf coordinate.
+
+    RDKit aligns such a conformer without complaint and returns a meaningless RMSD (~1e154 Å).
+    """
+    for cid in conf_ids:
+        if not np.isfinite(mol.GetConformer(cid).GetPositions()).all():
+            raise ValueError(f"{role} conformer {cid} has non-finite (NaN / inf) coordinates")
+
+
 def rmsd_matrix(probe: Chem.Mol, ref: Chem.Mol, probe_conf_ids: Sequence[int] | None = None,
                 ref_conf_ids: Sequence[int] | None = None, *, heavy_atoms_only: bool = True,
                 max_matches: int = 10_000) -> np.ndarray:
@@ -73,12 +83,19 @@ def rmsd_matrix(probe: Chem.Mol, ref: Chem.Mol, probe_conf_ids: Sequence[int] | 
     Returns
     -------
     D : [K, L] float64 array in Å. Inputs are not modified.
+
+    Raises
+    ------
+    ValueError
+        Different molecules, or a conformer with non-finite coordinates.
     """
     p = _heavy(probe) if heavy_atoms_only else Chem.Mol(probe)
     r = _heavy(ref) if heavy_atoms_only else Chem.Mol(ref)
     kp = [c.GetId() for c in p.GetConformers()] if probe_conf_ids is None else list(probe_conf_ids)
     kr = [c.GetId() for c in r.GetConformers()] if ref_conf_ids is None else list(ref_conf_ids)
     _check_same_graph(p, r)
+    _check_finite(p, kp, "probe")
+    _check_finite(r, kr, "reference")
     out = np.empty((len(kp), len(kr)))
     work = Chem.Mol(p)  # GetBestRMS moves the probe: align a scratch copy
     for a, cid in enumerate(kp):

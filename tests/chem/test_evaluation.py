@@ -317,3 +317,33 @@ def test_cli_evaluate_help_lists_every_method():
     (action,) = [a for a in parser._actions if a.dest == "methods"]
     listed = action.help.split("(")[0].removeprefix("any of ").replace(",", " ").split()
     assert sorted(listed) == sorted(METHODS)
+
+
+def test_json_output_is_strict_json_without_nan(tmp_path, mols):
+    """A set without stereo molecules has stereo_fraction NaN: the file must still parse as standard JSON."""
+    from molediff.chem.cli_evaluate import write_outputs
+
+    rows, per = evaluate(mols[:1], ["etkdg"], k=1)  # ethanol only: no stereo elements
+    assert math.isnan(rows[0].stereo_fraction)
+    out = tmp_path / "r.json"
+    write_outputs([str(out)], rows, {"note": float("inf")}, per)
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    doc = json.loads(out.read_text(), parse_constant=refuse)
+    assert doc["rows"][0]["stereo_fraction"] is None and doc["settings"]["note"] is None
+
+
+def test_cli_evaluate_refuses_an_out_path_that_is_a_folder_before_running(tmp_path, monkeypatch, capsys):
+    import molediff.data.qm9 as qm9
+    from molediff.cli import main
+
+    def no_data(split):
+        raise AssertionError("the evaluation ran before the --out check")
+
+    monkeypatch.setattr(qm9, "load_qm9", no_data)
+    folder = tmp_path / "results.json"
+    folder.mkdir()
+    assert main(["evaluate", "--methods", "etkdg", "--quiet", "--out", str(folder)]) == 2
+    assert "folder" in capsys.readouterr().err

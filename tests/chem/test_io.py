@@ -266,3 +266,22 @@ def test_csv_fields_beyond_the_csv_modules_default_limit(monkeypatch):
     with pytest.raises(InputFileError, match="line 3.*1000 characters.*unclosed quote"):
         list(read_csv(io.StringIO('id,smiles\na,CCO\nb,"CCN\n' + "c,CCC\n" * 300)))
     assert csv.field_size_limit() == limit
+
+
+def test_with_conformers_rejects_positions_that_are_not_n_by_3():
+    template = Chem.AddHs(Chem.MolFromSmiles("CO"))
+    with pytest.raises(ValueError, match=r"conformer 0.*\(6, 3\)"):  # [N, 2] became z = 0, silently
+        with_conformers(template, np.zeros((1, 6, 2)))
+    with pytest.raises(ValueError, match=r"conformer 1.*\(6, 3\)"):
+        with_conformers(template, [np.zeros((6, 3)), np.zeros((5, 3))])
+
+
+def test_ase_atoms_refuses_implicit_hydrogens():
+    """A heavy-atom-only molecule (RDKit's default SDF read) would become the wrong species for xTB / DFT."""
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CO"))
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    mol = Chem.RemoveHs(mol)
+    with pytest.raises(ValueError, match="implicit hydrogen"):
+        to_ase_atoms(mol)

@@ -149,3 +149,14 @@ def test_aggregates():
     assert missing["molecules"] == 2 and missing["molecules_with_conformers"] == 1
     assert np.allclose(missing["cov_r_mean"], [0.25, 0.5]) and np.isinf(missing["amr_r_mean"])
     assert np.allclose(missing["cov_p_mean"], out["cov_p_mean"])  # precision: over the molecule with conformers
+
+
+def test_non_finite_coordinates_are_an_error_not_a_huge_rmsd():
+    ref = embedded("CCO")
+    pos = ref.GetConformer().GetPositions()
+    pos[1, 0] = np.nan
+    bad = with_positions(ref, pos)
+    with pytest.raises(ValueError, match="probe conformer 0.*non-finite"):  # was 1.3e154 Å, silently
+        rmsd_matrix(bad, ref)
+    with pytest.raises(ValueError, match="reference conformer 0.*non-finite"):
+        best_rmsd(ref, bad)
