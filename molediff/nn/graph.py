@@ -173,7 +173,7 @@ def radius_graph(
         return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     srcs, dsts = [], []
     for rows, cols, sq in _pairwise_blocks(pos, batch, loop, chunk_size):
-        hit = sq <= r * r
+        hit = (sq <= r * r) & (cols >= 0)  # padding is at inf, which r = inf would admit
         if max_num_neighbors is not None:
             deg = hit.sum(1)
             if bool((deg > max_num_neighbors).any()):
@@ -210,7 +210,7 @@ def knn_graph(
     batch : Tensor, optional
         Sorted graph index of every node.
     loop : bool
-        Count the node itself as a candidate neighbour (at distance 0, so it is always chosen).
+        Count the node itself as a candidate neighbour; it is always chosen, ahead of coincident points.
     chunk_size : int
         Maximum number of distance evaluations held in memory at once.
 
@@ -232,6 +232,8 @@ def knn_graph(
         return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     srcs, dsts = [], []
     for rows, cols, sq in _pairwise_blocks(pos, batch, loop, chunk_size):
+        if loop:  # the node itself first, even before coincident points of smaller index
+            sq = torch.where(cols == rows[:, None], torch.full_like(sq, -1.0), sq)
         sq_sorted, order = torch.sort(sq, dim=1, stable=True)
         kk = min(k, sq.shape[1])
         chosen = torch.gather(cols, 1, order[:, :kk])

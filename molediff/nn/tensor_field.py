@@ -34,6 +34,21 @@ def _gate_for(irreps_hidden: o3.Irreps) -> Gate:
     return Gate(scalars, acts, gates, [torch.sigmoid] if gated.num_irreps else [], gated)
 
 
+def _reachable_irreps(irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, num_layers: int) -> set[o3.Irrep]:
+    """Hidden irreps that can be nonzero after ``num_layers`` layers fed with ``0e`` scalars.
+
+    A layer's output irrep is nonzero only if it is a tensor-product path ``ir_in x ir_sh`` of a nonzero
+    input irrep, or an input irrep itself (self-interaction and residual).
+    """
+    hidden = {ir for _, ir in irreps_hidden}
+    sh = [ir for _, ir in irreps_sh]
+    live = {o3.Irrep("0e")}
+    for _ in range(num_layers):
+        paths = {ir for ir_in in live for ir_sh in sh for ir in ir_in * ir_sh}
+        live = (paths | live) & hidden
+    return live
+
+
 class TensorFieldLayer(nn.Module):
     """Equivariant convolution -> linear mixing + self-interaction -> gate, with a residual when shapes allow.
 
@@ -114,7 +129,8 @@ class TensorFieldNetwork(nn.Module):
     radial_hidden : int
         Hidden width of the radial networks.
     irreps_hidden : str, optional
-        Explicit hidden irreps (must contain ``0e`` scalars).
+        Explicit hidden irreps (must contain ``0e`` scalars, and ``1o`` or ``1e`` features that the layers can
+        reach from them with spherical harmonics up to ``lmax``; ``lmax >= 1``).
     radius, knn, fully_connected
         At most one rule for geometric edges built from ``x`` and added to the caller's edges.
 
@@ -153,6 +169,11 @@ class TensorFieldNetwork(nn.Module):
         self.node_dim, self.edge_dim, self.hidden, self.lmax = node_dim, edge_dim, hidden, lmax
         self.radius, self.knn, self.fully_connected = radius, knn, fully_connected
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        if not _reachable_irreps(self.irreps_hidden, self.irreps_sh, num_layers) & {o3.Irrep("1o"), o3.Irrep("1e")}:
+            raise ValueError(
+                f"TensorFieldNetwork: no 1o or 1e feature can be nonzero with irreps_hidden={self.irreps_hidden}, "
+                f"lmax={lmax} and {num_layers} layers, so the 1o + 1e read-out would be identically zero"
+            )
         self.embed = NodeEmbedding(node_dim, n_scalars)
         self.rbf = GaussianRBF(num_rbf, r_max if r_max is not None else (radius if radius is not None else 5.0))
         edge_scalar_dim = num_rbf + edge_dim + 2

@@ -223,8 +223,9 @@ def assert_permutation_equivariant(
 ) -> float:
     """Assert ``net(P x, ...)[i] = net(x, ...)[perm[i]]`` for a node permutation (relabelling edges accordingly).
 
-    ``net`` has the molediff score-network signature. By default ``perm`` is random and only shuffles nodes within
-    each graph, so that ``batch`` stays sorted; edges are relabelled and shuffled too.
+    ``net`` has the molediff score-network signature; ``c_noise`` is ``[N]`` or a scalar (broadcast). By default
+    ``perm`` is random and only shuffles nodes within each graph, so that ``batch`` stays sorted; edges are
+    relabelled and shuffled too.
 
     Returns
     -------
@@ -245,7 +246,7 @@ def assert_permutation_equivariant(
         new_index = inverse[edge_index][:, order]
         new_attr = edge_attr[order] if edge_attr is not None else None
     y_perm = net(
-        x[perm], c_noise[perm], node_attr=node_attr[perm] if node_attr is not None else None,
+        x[perm], c_noise[perm] if c_noise.ndim else c_noise, node_attr=node_attr[perm] if node_attr is not None else None,
         batch=batch[perm] if batch is not None else None, edge_index=new_index, edge_attr=new_attr,
     )  # fmt: skip
     err = relative_error(y_perm, y[perm])

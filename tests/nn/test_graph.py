@@ -37,7 +37,7 @@ def _brute_knn(pos: np.ndarray, batch: np.ndarray, k: int, loop: bool) -> set:
     edges = set()
     for i in range(len(pos)):
         cand = [j for j in range(len(pos)) if batch[j] == batch[i] and (loop or j != i)]
-        d = np.array([((pos[i] - pos[j]) ** 2).sum() for j in cand])
+        d = np.array([((pos[i] - pos[j]) ** 2).sum() if j != i else -1.0 for j in cand])  # self first
         for idx in np.argsort(d, kind="stable")[:k]:
             edges.add((cand[idx], i))
     return edges
@@ -161,3 +161,22 @@ def test_build_edges_union_and_types():
         build_edges(pos, None, None, None, edge_dim=0)
     with pytest.raises(ValueError, match="expects edge_attr"):
         build_edges(pos, None, given, None, edge_dim=1)
+
+
+def test_infinite_radius_connects_each_graph_fully_without_padding_slots():
+    """``r = inf`` (no cutoff) must give the fully connected graph, never the ``-1`` of a padding slot."""
+    batch = torch.tensor([0, 0, 0, 1, 1])  # unequal sizes: graph 1 is padded to 3 slots
+    pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    ei = radius_graph(pos, float("inf"), batch)
+    assert int(ei.min()) >= 0
+    assert torch.equal(ei, fully_connected_graph(batch))
+    assert radius_graph(pos, float("inf"), batch, max_num_neighbors=2).shape == (2, 8)
+
+
+def test_knn_with_loops_always_chooses_the_node_itself():
+    """The docstring promises the node itself is always chosen with ``loop=True``, also among coincident points."""
+    pos = torch.zeros(3, 3)  # three coincident points: every candidate is at distance 0
+    assert _as_set(knn_graph(pos, 1, loop=True)) == {(0, 0), (1, 1), (2, 2)}
+    ei = knn_graph(pos, 2, loop=True)
+    assert all((i, i) in _as_set(ei) for i in range(3))
+    _assert_sorted(ei)

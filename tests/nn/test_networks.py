@@ -173,3 +173,11 @@ def test_radius_edges_enter_the_graph_continuously(name):
             x = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.4, 0.0], [0.3, 1.1, 0.2], [r, 0.0, 0.0]], dtype=torch.float64)
             outs.append(net(x, inp["c_noise"], **cond))
     assert (outs[0] - outs[1]).abs().max() <= 1e-6 * outs[0].abs().max()
+
+
+@pytest.mark.parametrize("kwargs", [{"lmax": 0}, {"irreps_hidden": "8x0e + 4x0o"}, {"irreps_hidden": "8x0e + 2x2e"}])
+def test_tensor_field_refuses_hidden_irreps_that_cannot_produce_a_vector(kwargs):
+    """Without ``1o``/``1e`` hidden features (or with ``lmax = 0`` spherical harmonics, which never create them
+    from the ``0e`` input) the ``1o + 1e`` read-out is identically zero: refuse the configuration."""
+    with pytest.raises(ValueError, match="1o"):
+        TensorFieldNetwork(hidden=8, num_layers=2, fully_connected=True, **kwargs)

@@ -90,3 +90,11 @@ def test_e3_network_fails_the_chirality_check():
     assert_reflection_equivariant(f, x, expect=True)
     with pytest.raises(EquivarianceError, match="chiral"):
         assert_reflection_equivariant(f, x, expect=False)
+
+
+def test_permutation_check_accepts_a_scalar_noise_level():
+    """The networks broadcast a scalar ``c_noise`` (one level for all nodes); the check must accept it too."""
+    torch.manual_seed(0)
+    net = EGNN(0, 0, hidden=8, num_layers=2, knn=3).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    assert_permutation_equivariant(net, x, torch.tensor(0.3, dtype=x.dtype), generator=torch.Generator().manual_seed(0))
