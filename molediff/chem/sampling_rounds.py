@@ -12,6 +12,7 @@ or into the typed error that says why there is none.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -176,33 +177,65 @@ def _consider(job: SamplingJob, coords: np.ndarray, rnd: int, call_seed: int, dr
     return valid
 
 
+#: a re-sampling round draws at most this many times the conformers a molecule still misses
+MAX_OVERSAMPLING = 8
+
+
+def draws_for(missing: int, valid: int, drawn: int) -> int:
+    """Conformers to draw for a molecule that misses ``missing`` valid ones after ``valid`` of ``drawn`` passed.
+
+    The missing ones divided by the molecule's pass rate so far, at most :data:`MAX_OVERSAMPLING` times them: a
+    molecule whose draws mostly fail the checks (a strained cage the model often gets in the wrong
+    diastereomer) is drawn more often in one round instead of running out of rounds.
+    """
+    if missing <= 0:
+        return 0
+    if drawn == 0:
+        return missing
+    rate = max(valid / drawn, 1.0 / MAX_OVERSAMPLING)
+    return min(missing * MAX_OVERSAMPLING, math.ceil(missing / rate - 1e-9))
+
+
 def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_confs: int, *, seed: int,
                sampler: str, steps, device, on_invalid: str, max_rounds: int, relax: str | None = None) -> None:
-    """Sample, (relax,) check and re-sample conformers for the jobs of one chunk (in place)."""
+    """Sample, (relax,) check and re-sample conformers for the jobs of one chunk (in place).
+
+    Round 0 draws ``num_confs`` conformers of every molecule. With ``on_invalid="resample"`` each further round
+    draws, for every molecule still short of valid conformers, :func:`draws_for` of them (more than it misses
+    when its earlier draws failed often), in one sampler call per draw count, and keeps valid ones until the
+    molecule has ``num_confs``.
+    """
     need = {id(j): num_confs for j in jobs}
     valid = {id(j): 0 for j in jobs}
+    drawn = {id(j): 0 for j in jobs}
     rounds = 1 + (max_rounds if on_invalid == "resample" else 0)
     for rnd in range(rounds):
         todo = [j for j in jobs if need[id(j)] > 0 and j.result.error is None]
         if not todo:
             break
-        k = max(need[id(j)] for j in todo)
         call_seed = round_seed(seed, rnd)
-        outs = _sample(model, todo, k, sampler=sampler, steps=steps, seed=call_seed, device=device)
-        for job, out in zip(todo, outs):
-            if isinstance(out, Exception):
-                failure = f"model failed: {type(out).__name__}: {out}"
-                if job.accepted:  # a failing re-sampling round must not discard earlier rounds' conformers
-                    job.result.warnings.append(f"re-sampling round {rnd}: {failure}; kept the "
-                                               f"{len(job.accepted)} conformer(s) of earlier rounds")
-                    need[id(job)] = 0
-                else:
-                    job.result.error = MolediffInputError(failure)
-                continue
-            for draw, coords in enumerate(out[: need[id(job)]]):
-                if _consider(job, coords, rnd, call_seed, draw, on_invalid, relax):
-                    valid[id(job)] += 1
-            need[id(job)] = num_confs - (valid[id(job)] if on_invalid == "resample" else num_confs)
+        by_count: dict[int, list[SamplingJob]] = {}
+        for j in todo:
+            by_count.setdefault(draws_for(need[id(j)], valid[id(j)], drawn[id(j)]), []).append(j)
+        for k, group in sorted(by_count.items()):
+            outs = _sample(model, group, k, sampler=sampler, steps=steps, seed=call_seed, device=device)
+            for job, out in zip(group, outs):
+                if isinstance(out, Exception):
+                    failure = f"model failed: {type(out).__name__}: {out}"
+                    if job.accepted:  # a failing re-sampling round must not discard earlier rounds' conformers
+                        job.result.warnings.append(f"re-sampling round {rnd}: {failure}; kept the "
+                                                   f"{len(job.accepted)} conformer(s) of earlier rounds")
+                        need[id(job)] = 0
+                    else:
+                        job.result.error = MolediffInputError(failure)
+                    continue
+                for draw, coords in enumerate(out):
+                    if on_invalid == "resample" and valid[id(job)] >= num_confs:
+                        break  # the rest of an oversampled round is not needed
+                    drawn[id(job)] += 1
+                    if _consider(job, coords, rnd, call_seed, draw, on_invalid, relax):
+                        valid[id(job)] += 1
+                need[id(job)] = num_confs - valid[id(job)] if on_invalid == "resample" else 0
 
 
 def single_atom_job(job: SamplingJob, num_confs: int) -> None:

@@ -67,3 +67,36 @@ def test_a_model_failure_in_a_later_round_keeps_the_conformers_already_accepted(
     assert 1 <= res.mol.GetNumConformers() < 6
     assert all(c.GetProp("molediff_round") == "0" for c in res.mol.GetConformers())
     assert any("model failed" in w and "RuntimeError" in w for w in res.warnings)
+
+
+def test_draws_for_divides_the_missing_conformers_by_the_pass_rate_within_a_bound():
+    from molediff.chem.sampling_rounds import MAX_OVERSAMPLING, draws_for
+
+    assert draws_for(10, 0, 0) == 10  # round 0: nothing known
+    assert draws_for(0, 10, 10) == 0
+    assert draws_for(2, 8, 10) == 3  # 80 % passed: ceil(2 / 0.8)
+    assert draws_for(5, 5, 10) == 10
+    assert draws_for(10, 0, 10) == 10 * MAX_OVERSAMPLING  # nothing passed: the bound
+    assert draws_for(9, 1, 40) == 9 * MAX_OVERSAMPLING  # 2.5 % is below the floor of 1 / MAX_OVERSAMPLING
+
+
+def test_a_molecule_whose_draws_mostly_fail_still_gets_its_conformers(make_fake):
+    """85 % of the fake's draws are NaN: four rounds of only the missing conformers would leave it short."""
+    from molediff.chem.generate import generate_conformers_batch
+
+    fake = make_fake(nan=0.85)
+    (res,) = generate_conformers_batch(["CCCO"], 10, 3, model=fake)
+    assert res.ok and res.mol.GetNumConformers() == 10
+    assert max(k for _, k in fake.calls) > 10  # a later round drew more than it missed
+    assert all(np.isfinite(c.GetPositions()).all() for c in res.mol.GetConformers())
+    draws = [int(c.GetProp("molediff_draw")) for c in res.mol.GetConformers()]
+    rounds = [int(c.GetProp("molediff_round")) for c in res.mol.GetConformers()]
+    assert len(set(zip(rounds, draws))) == 10  # each kept conformer names its own draw
+
+
+def test_flag_mode_still_considers_every_conformer_of_its_single_round(make_fake):
+    from molediff.chem.generate import generate_conformers_batch
+
+    fake = make_fake(scramble_double_bonds=0.5)
+    (res,) = generate_conformers_batch(["C/C=C/C"], 8, 0, model=fake, on_invalid="flag")
+    assert res.mol.GetNumConformers() == 8 and fake.calls == [(1, 8)]
