@@ -45,13 +45,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_conformer_groups(path: str, max_mols: int):
-    """Group consecutive SDF records with the same title and atoms into multi-conformer molecules."""
+    """Group consecutive SDF records with the same title, atoms and bonds into multi-conformer molecules.
+
+    Records RDKit cannot read (e.g. ``nan`` coordinates) and records without coordinates are skipped with a
+    ``UserWarning`` that counts them.
+    """
+    import warnings
+
     from rdkit import Chem, rdBase
 
     groups: list = []
+    skipped = 0
     with rdBase.BlockLogs():
         for mol in Chem.ForwardSDMolSupplier(path, removeHs=False, sanitize=False):
             if mol is None or mol.GetNumConformers() == 0:
+                skipped += 1
                 continue
             key = _identity(mol)
             if groups and groups[-1][0] == key:
@@ -60,6 +68,9 @@ def read_conformer_groups(path: str, max_mols: int):
                 groups.append((key, Chem.Mol(mol)))
             else:
                 break
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} record(s) RDKit could not read or without coordinates",
+                      UserWarning, stacklevel=2)
     return [m for _, m in groups]
 
 

@@ -25,7 +25,12 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     """Whether ``device`` runs bfloat16 matrix products natively (not emulated)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # an older torch without the including_emulation keyword
+            return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False

@@ -77,3 +77,20 @@ def test_view_refuses_to_overwrite_its_input(tmp_path, capsys):
     assert main(["view", str(sdf), "-o", str(sdf)]) == 1
     assert sdf.read_bytes() == before
     assert "input" in capsys.readouterr().err
+
+
+def test_unreadable_records_are_counted_in_a_warning_not_dropped_silently(tmp_path):
+    import pytest
+
+    from molediff.chem.cli_view import read_conformer_groups
+
+    sdf = tmp_path / "c.sdf"
+    main(["conformers", "CCO", "-n", "2", "--seed", "0", "--model", "etkdg", "-o", str(sdf), "-q"])
+    text = sdf.read_text()
+    first, rest = text.split("$$$$\n", 1)
+    lines = first.split("\n")
+    lines[4] = "       nan" + lines[4][10:]  # first atom's x: RDKit refuses the record
+    (tmp_path / "bad.sdf").write_text("\n".join(lines) + "$$$$\n" + rest)
+    with pytest.warns(UserWarning, match="skipped 1 record"):
+        mols = read_conformer_groups(str(tmp_path / "bad.sdf"), 10)
+    assert [m.GetNumConformers() for m in mols] == [1]

@@ -37,3 +37,16 @@ def test_bf16_on_a_network_without_a_reduced_precision_path_is_refused():
             pass
     with edge_precision(nn.Linear(2, 2), "fp32"):  # fp32 is always fine
         pass
+
+
+def test_bf16_is_fast_on_cuda_with_a_torch_whose_check_has_no_emulation_keyword(monkeypatch):
+    from molediff.nn.precision import bf16_is_fast
+
+    def old_style_check():  # torch's signature before it grew including_emulation
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", old_style_check)
+    assert bf16_is_fast("cuda") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bf16_is_fast("cuda") is False
