@@ -39,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     """Run training; returns 0 on success (finished or cleanly stopped), 2 on a usage error."""
     from molediff.training.checkpoint import CheckpointError
     from molediff.training.config import ConfigError, load_config
-    from molediff.training.distributed import shutdown_distributed
+    from molediff.training.distributed import DeviceError, shutdown_distributed
     from molediff.training.registry import TaskResolutionError
     from molediff.training.trainer import RunDirError, Trainer
 
+    if args.max_steps is not None and args.max_steps < 1:
+        print(f"molediff train: error: --max-steps must be >= 1, got {args.max_steps}", file=sys.stderr)
+        return 2
     overrides = list(args.overrides)
     if args.device is not None:
         overrides.append(f"training.device={args.device}")
@@ -50,16 +53,16 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"training.max_minutes={args.max_minutes}")
     if args.no_progress:
         overrides.append("training.progress=false")
-    if args.out is not None:
-        overrides.append(f"output_dir={args.out}")
     clean = False
     try:
         cfg = load_config(args.config, overrides)
+        if args.out is not None:  # a path, taken literally (not parsed as YAML like --set values)
+            cfg.output_dir = args.out
         trainer = Trainer(cfg, resume=args.resume, max_steps=args.max_steps)
         result = trainer.fit()
         trainer.close()
         clean = True
-    except (ConfigError, TaskResolutionError, RunDirError, CheckpointError) as exc:
+    except (ConfigError, TaskResolutionError, RunDirError, CheckpointError, DeviceError) as exc:
         print(f"molediff train: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -115,6 +115,8 @@ class TrainingConfig:
             _check(getattr(self, name) >= 0, f"training.{name} must be >= 0 (0 disables)")
         _check(self.keep_last >= 1, "training.keep_last must be >= 1")
         _check(self.best_mode in ("min", "max"), "training.best_mode must be 'min' or 'max'")
+        _check(self.best_metric is None or self.eval_every > 0,
+               "training.best_metric needs training.eval_every > 0 (without evaluation no best checkpoint is kept)")
         _check(self.precision in ("fp32", "bf16"), "training.precision must be 'fp32' or 'bf16'")
         _check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -261,9 +263,11 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     if "task" not in data:
         raise ConfigError("missing required key 'task' (a registered name or 'module:attribute')")
     kwargs: dict[str, Any] = {"task": data["task"]}
-    for key in ("output_dir", "name"):
-        if key in data:
-            kwargs[key] = data[key] if data[key] is None else str(data[key])
+    if "output_dir" in data:
+        _check(data["output_dir"] is not None and str(data["output_dir"]) != "", "output_dir must be a non-empty path")
+        kwargs["output_dir"] = str(data["output_dir"])
+    if "name" in data:
+        kwargs["name"] = data["name"] if data["name"] is None else str(data["name"])
     for key in _FREEFORM:
         value = data.get(key) or {}
         if not isinstance(value, Mapping):

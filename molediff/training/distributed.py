@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
+    "DeviceError",
     "DistEnv",
     "init_distributed",
     "shutdown_distributed",
@@ -31,6 +32,10 @@ __all__ = [
     "all_gather_tensor",
     "ShardedBatchSampler",
 ]
+
+
+class DeviceError(RuntimeError):
+    """The requested device is malformed or not available on this machine."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,12 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cuda":
         spec = f"cuda:{local_rank}"
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise DeviceError(f"invalid device {spec!r}: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available")
+        raise DeviceError(f"device {spec!r} requested but CUDA is not available")
     return device
 
 

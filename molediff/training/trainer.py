@@ -134,6 +134,8 @@ class Trainer:
         self.task = check_task(task if task is not None else build_task(cfg.task))
         self.run_dir = Path(run_dir if run_dir is not None else cfg.output_dir)
         self.resume = resume
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.max_steps = min(max_steps, cfg.training.steps) if max_steps is not None else cfg.training.steps
         self.env = env if env is not None else D.init_distributed(cfg.training.device)
         self.ckpts = CheckpointManager(self.run_dir / "checkpoints", cfg.training.keep_last)
@@ -245,7 +247,11 @@ class Trainer:
                 # the average and its update count from the checkpoint; decay and warm-up as configured now
                 self.ema.load_state_dict({**meta["ema"], "decay": self.ema.decay, "warmup": self.ema.warmup,
                                           "shadow": ck.section("ema")})
+            configured = _hyperparameters(self.optimizer)
             self.optimizer.load_state_dict(unflatten_optimizer_state(ck.tensors, meta["optimizer"]))
+            # the moments from the checkpoint; weight decay, betas and eps as configured now
+            for group, hyper in zip(self.optimizer.param_groups, configured):
+                group.update(hyper)
         except (RuntimeError, KeyError, ValueError) as exc:  # a changed model config: name the file and what differs
             raise CheckpointError(f"checkpoint {path} does not fit the configured model or optimiser: {exc}") from exc
         self.step, self.epoch = int(meta["step"]), int(meta["epoch"])
@@ -258,15 +264,20 @@ class Trainer:
         self._window = _Window.from_state(meta.get("log_window"))
         rng = ck.section(f"rng.rank{self.env.rank}")  # empty on a rank the saving run did not have
         same_world = int(meta.get("world_size", 1)) == self.env.world_size
-        saved_batch = int(meta.get("config", {}).get("training", {}).get("batch_size", self.cfg.training.batch_size))
-        restart_epoch = not same_world or saved_batch != self.cfg.training.batch_size
+        saved_cfg = meta.get("config", {})
+        saved_batch = int(saved_cfg.get("training", {}).get("batch_size", self.cfg.training.batch_size))
+        data_now = self.cfg.to_dict()["data"]
+        restart_epoch = (not same_world or saved_batch != self.cfg.training.batch_size
+                         or saved_cfg.get("data", data_now) != data_now)
         if restart_epoch:
             self.batches_in_epoch = 0  # restart the epoch under the new sharding or batch size
         self._epoch_data_state = rng["epoch_start.data"] if same_world else self.data_gen.get_state()
         self.data_gen.set_state(self._epoch_data_state)
         self._iter = iter(self.loader)  # replay the epoch up to where the checkpoint was taken
-        for _ in range(self.batches_in_epoch):
-            next(self._iter)
+        if not _replay(self._iter, self.batches_in_epoch):
+            warnings.warn(f"{path}: the data yields fewer than the {self.batches_in_epoch} batches already consumed "
+                          "in this epoch; the epoch restarts", stacklevel=2)
+            self.batches_in_epoch, restart_epoch = 0, True
         if same_world:
             restore_rng_state(rng, self._generators())
         else:
@@ -502,6 +513,21 @@ class _Window:
 
     def metrics(self) -> dict[str, float]:
         return {k: v / max(1, self.n) for k, v in self._m.items()}
+
+
+def _hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each parameter group's settings (everything but its parameters and learning rate), in group order."""
+    return [{k: v for k, v in group.items() if k not in ("params", "lr")} for group in optimizer.param_groups]
+
+
+def _replay(batches: Iterator[Any], n: int) -> bool:
+    """Draw ``n`` batches from ``batches``; ``False`` if it runs out first."""
+    for _ in range(n):
+        try:
+            next(batches)
+        except StopIteration:
+            return False
+    return True
 
 
 def _grad_norm(model: nn.Module) -> float:

@@ -52,3 +52,25 @@ def test_console_entry_point_subprocess(tmp_path):
                            "--device", "cpu", "--max-minutes", "5"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "step 3 (completed)" in proc.stdout
+
+
+def test_out_is_taken_literally(tmp_path, monkeypatch):
+    """``--out`` went through the YAML override parser: ``--out 0755`` trained into a folder named ``493``."""
+    cfg = _write(tmp_path, steps=2)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(cfg), "--out", "0755"]) == 0
+    assert (tmp_path / "0755" / "model.safetensors").is_file() and not (tmp_path / "493").exists()
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path, capsys, monkeypatch):
+    """An unavailable device, a null output_dir and a negative --max-steps raised tracebacks (or, for the
+    latter, wrote a step-0 checkpoint and exported untrained weights)."""
+    cfg = _write(tmp_path, steps=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["train", str(cfg), "--out", "r1", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--set", "output_dir=null"]) == 2
+    assert "output_dir" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--out", "r2", "--max-steps", "-1"]) == 2
+    assert "max-steps" in capsys.readouterr().err and not (tmp_path / "r2").exists()

@@ -62,6 +62,8 @@ def test_overrides_parse_yaml_values(tmp_path):
         ({"task": "toy", "model": [1, 2]}, "'model' must be a mapping"),
         ({"task": "toy", "model": {}, "network": {}}, "given twice"),
         ({"task": "toy", "training": {"progress": "yes"}}, "true or false"),
+        ({"task": "toy", "output_dir": None}, "output_dir must be a non-empty path"),
+        ({"task": "toy", "training": {"best_metric": "val/loss"}}, "best_metric needs training.eval_every"),
     ],
 )
 def test_validation_errors(raw, message):

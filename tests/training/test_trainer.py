@@ -332,3 +332,51 @@ def test_resume_uses_the_configured_ema_decay(tmp_path, toy_config):
     resumed = Trainer(config_from_dict(raw), resume=True)
     assert resumed.ema.num_updates == 4  # the average and its count are restored ...
     assert (resumed.ema.decay, resumed.ema.warmup) == (0.5, False)  # ... the schedule is the configured one
+
+
+def test_resume_uses_the_configured_optimiser_hyperparameters(tmp_path, toy_config):
+    """A changed ``optimiser.weight_decay`` / ``betas`` / ``eps`` was silently replaced on resume by the
+    checkpoint's values (``optimizer.load_state_dict`` restores the saved param groups)."""
+    Trainer(toy_config(tmp_path, steps=4)).fit()  # weight_decay 0.01, betas (0.9, 0.999), eps 1e-8
+    raw = toy_raw(tmp_path, steps=6)
+    raw["optimiser"].update(weight_decay=0.5, betas=[0.8, 0.9], eps=1e-6)
+    resumed = Trainer(config_from_dict(raw), resume=True)
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == 4  # the moments are restored ...
+    groups = [(g["weight_decay"], tuple(g["betas"]), g["eps"]) for g in resumed.optimizer.param_groups]
+    assert groups == [(0.5, (0.8, 0.9), 1e-6), (0.0, (0.8, 0.9), 1e-6)]  # ... the hyperparameters are configured
+
+
+def test_resume_with_a_smaller_data_set_restarts_the_epoch(tmp_path, toy_config):
+    """A changed ``data`` section whose epoch is shorter than the saved position raised a bare StopIteration
+    while replaying the epoch on resume."""
+    Trainer(toy_config(tmp_path, steps=20, ckpt_every=5), max_steps=5).fit()  # 5 of 6 batches of 16
+    raw = toy_raw(tmp_path, steps=8)
+    raw["data"]["num_points"] = 64  # 4 batches per epoch
+    resumed = Trainer(config_from_dict(raw), resume=True)
+    assert (resumed.step, resumed.batches_in_epoch) == (5, 0)
+    assert resumed.fit().step == 8
+
+
+def test_max_steps_must_be_positive(tmp_path, toy_config):
+    """``max_steps=-3`` was accepted: it wrote a step-0 checkpoint and exported untrained weights."""
+    with pytest.raises(ValueError, match="max_steps"):
+        Trainer(toy_config(tmp_path, steps=5), max_steps=-3)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_whose_epoch_replay_runs_out_restarts_the_epoch(tmp_path, toy_config):
+    """A loader that yields fewer batches than the saved position (the task's data changed outside the
+    config) raised a bare StopIteration on resume."""
+
+    class Shorter(ToyTask):
+        def train_loader(self, cfg, rank, world_size, generator):
+            loader = super().train_loader(cfg, rank, world_size, generator)
+            loader.points = loader.points[:64]
+            loader.sampler.num_items = 64
+            return loader
+
+    Trainer(toy_config(tmp_path, steps=20, ckpt_every=5), max_steps=5).fit()  # 5 of 6 batches of 16
+    with pytest.warns(UserWarning, match="epoch restarts"):
+        resumed = Trainer(toy_config(tmp_path, steps=8), task=Shorter(), resume=True)
+    assert (resumed.step, resumed.batches_in_epoch) == (5, 0)
+    assert resumed.fit().step == 8
