@@ -59,9 +59,10 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Uniform dequantisation in model space: ``x + (u − ½)/8`` with ``u ~ U[0, 1)`` per pixel.
 
     Each discrete level becomes the half-open bin of width ``1/8`` centred on it; bins do not
-    overlap, so for any continuous density ``p``, ``E_u[log p(x + (u−½)/8)] ≤ log P(v)`` where
-    ``P(v) = ∫_bin p``: the continuous log-likelihood of dequantised points, plus ``D·log 8`` for the
-    bin width (``D = 64`` pixels), is a lower bound on the discrete log-likelihood of the grey levels.
+    overlap, so for any continuous density ``p`` (Jensen), ``E_u[log p(x + (u−½)/8)] − D·log 8 ≤ log P(v)``
+    where ``P(v) = ∫_bin p`` and ``D = 64`` pixels: the continuous log-likelihood of dequantised points,
+    *minus* ``D·log 8`` for the bin volume ``8^−D``, is a lower bound on the discrete log-likelihood of
+    the grey levels (in bits/dim: add ``log2 8 = 3`` to the continuous value).
 
     Shapes
     ------

@@ -189,7 +189,7 @@ def _read_ply_header(fh: BinaryIO, path: Path) -> tuple[str, list[tuple[str, int
         if words[0] == "format":
             fmt = words[1] if len(words) > 1 else ""
         elif words[0] == "element" and len(words) == 3:
-            elements.append((words[1], int(words[2]), []))
+            elements.append((words[1], _element_count(words[2], path), []))
         elif words[0] == "property" and elements:
             if words[1] == "list":
                 elements[-1][2].append((words[-1], "list"))
@@ -202,6 +202,13 @@ def _read_ply_header(fh: BinaryIO, path: Path) -> tuple[str, list[tuple[str, int
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise PointCloudFormatError(f"{path}: unsupported PLY format {fmt!r}")
     return fmt, elements
+
+
+def _element_count(word: str, path: Path) -> int:
+    """The count of a PLY ``element`` line: a non-negative integer, else a :class:`PointCloudFormatError`."""
+    if not word.isdigit():
+        raise PointCloudFormatError(f"{path}: PLY element count must be a non-negative integer, got {word!r}")
+    return int(word)
 
 
 def _read_ply(path: Path) -> np.ndarray:

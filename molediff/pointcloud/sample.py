@@ -62,6 +62,8 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read the model description {meta_path}: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("config") or {}, dict):
+        raise ModelLoadError(f"{meta_path}: not a model description (expected a JSON object with a 'config' object)")
     config = meta.get("config") or {}
     try:
         m, s, _ = parse_point_config(config.get("model", {}), config.get("schedule", {}), config.get("data", {}))

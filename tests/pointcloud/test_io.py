@@ -138,3 +138,15 @@ def test_writers_refuse_coordinates_that_overflow_float32(tmp_path):
     with pytest.raises(NonFinitePointCloudError, match="float32"):
         save_npz(tmp_path / "b.npz", big[None])
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("count", ["-1", "3.5", "many"])
+def test_bad_ply_vertex_count_is_a_format_error(tmp_path, count):
+    # a negative or non-integer count raised a bare ValueError (e.g. "read length must be non-negative")
+    # that did not name the file
+    path = tmp_path / "bad.ply"
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {count}\n"
+              "property float x\nproperty float y\nproperty float z\nend_header\n")
+    path.write_bytes(header.encode("ascii") + np.arange(12, dtype="<f4").tobytes())
+    with pytest.raises(PointCloudFormatError, match="bad.ply"):
+        load_point_cloud(path)

@@ -159,3 +159,14 @@ def test_sample_points_cli_out_is_a_file(trained, tmp_path, capsys):
                                   "--out", str(out)])
         assert cli.run(args) == 2
         assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"config": [1]}', '"model"'])
+def test_a_model_json_that_is_not_an_object_is_a_model_load_error(tmp_path, text):
+    # valid JSON of the wrong kind crashed `molediff sample-points` with an AttributeError traceback
+    import shutil
+
+    shutil.copy(SHIPPED / "pointcloud_pointnet.safetensors", tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text(text)
+    with pytest.raises(ModelLoadError, match="m.json"):
+        load_point_model(tmp_path / "m.json")
