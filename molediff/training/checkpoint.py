@@ -171,8 +171,8 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     Raises
     ------
     CheckpointError
-        If either file is missing, the JSON is unreadable, or the tensor file does not match
-        the size / SHA-256 recorded in the sidecar.
+        If either file is missing, the JSON is unreadable or not an object, its ``tensors_file`` is not a plain
+        file name beside it, or the tensor file does not match the size / SHA-256 recorded in the sidecar.
     """
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
@@ -181,7 +181,12 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
         meta = json.loads(json_path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint sidecar {json_path}: {exc}") from exc
-    tensor_path = json_path.with_name(meta.get("tensors_file", stem.name + ".safetensors"))
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint sidecar {json_path} is not a JSON object")
+    name = meta.get("tensors_file", stem.name + ".safetensors")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise CheckpointError(f"checkpoint sidecar {json_path}: tensors_file must name a file beside it, got {name!r}")
+    tensor_path = json_path.with_name(name)
     if not tensor_path.is_file():
         raise CheckpointError(f"checkpoint tensors {tensor_path} are missing")
     if verify:

@@ -143,3 +143,15 @@ def test_missing_files_raise_typed_errors(tmp_path):
     (tmp_path / "c.safetensors").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(tmp_path / "c.json")
+
+
+@pytest.mark.parametrize("sidecar", ['[1, 2]', '{"tensors_file": 3}', '{"tensors_file": ""}',
+                                     '{"tensors_file": "../step_00000001.safetensors"}'])
+def test_a_malformed_sidecar_is_a_checkpoint_error_and_latest_falls_back(tmp_path, sidecar):
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    mgr.save(1, {"x": torch.zeros(3)}, {"step": 1})
+    mgr.save(2, {"x": torch.ones(3)}, {"step": 2})
+    (tmp_path / "step_00000002.json").write_text(sidecar)
+    with pytest.raises(CheckpointError, match="step_00000002.json"):
+        load_checkpoint(tmp_path / "step_00000002.json")
+    assert load_checkpoint(mgr.latest()).meta["step"] == 1
