@@ -134,6 +134,7 @@ class Trainer:
         self.task = check_task(task if task is not None else build_task(cfg.task))
         self.run_dir = Path(run_dir if run_dir is not None else cfg.output_dir)
         self.resume = resume
+        self._warned_best_metric = False
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.max_steps = min(max_steps, cfg.training.steps) if max_steps is not None else cfg.training.steps
@@ -383,6 +384,11 @@ class Trainer:
     def _improved(self, metrics: dict[str, float]) -> bool:
         name = self.cfg.training.best_metric
         ok = False
+        if self.env.is_main and name is not None and name not in metrics and not self._warned_best_metric:
+            self._warned_best_metric = True  # a typo would otherwise never keep a best checkpoint, silently
+            warnings.warn(f"training.best_metric {name!r} is not among the evaluation's metrics "
+                          f"({', '.join(sorted(metrics)) or 'none'}); no best checkpoint is kept",
+                          RuntimeWarning, stacklevel=2)
         if self.env.is_main and name is not None and name in metrics:
             value = metrics[name]
             sign = 1.0 if self.cfg.training.best_mode == "min" else -1.0

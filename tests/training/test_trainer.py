@@ -380,3 +380,10 @@ def test_resume_whose_epoch_replay_runs_out_restarts_the_epoch(tmp_path, toy_con
         resumed = Trainer(toy_config(tmp_path, steps=8), task=Shorter(), resume=True)
     assert (resumed.step, resumed.batches_in_epoch) == (5, 0)
     assert resumed.fit().step == 8
+
+
+def test_a_best_metric_the_evaluation_never_reports_is_warned_about_once(tmp_path, toy_config):
+    cfg = toy_config(tmp_path, steps=8, eval_every=4, ckpt_every=4, best_metric="val/los")  # a typo
+    with pytest.warns(RuntimeWarning, match=r"val/los.*val/loss") as caught:
+        Trainer(cfg).fit()
+    assert sum("val/los" in str(w.message) for w in caught) == 1
