@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io_.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     gen = parser.add_argument_group("generation")
     gen.add_argument("-n", "--num-confs", type=int, default=10, help="conformers per molecule (default 10)")
-    gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output); a molecule's "
-                     "conformers depend on it, the molecule and the sampling options, not on --batch-size, --workers or "
-                     "the rest of the input")
+    gen.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in the output); a "
+                     "molecule's conformers depend on it, the molecule and the sampling options, not on "
+                     "--batch-size, --workers or the rest of the input")
     gen.add_argument("--model", help="'etkdg' (RDKit baseline), a checkpoint path or name (default: shipped model)")
     gen.add_argument("--sampler", help="sampling algorithm of the model (default: the model's, chosen on validation)")
     gen.add_argument("--steps", type=int,

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .ode import odeint_checked
 from .spaces import EuclideanSpace, Space
-from .utils import check_floating, check_positive
+from .utils import check_floating, check_positive, flat_rows
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode", "slerp", "lerp"]
 
@@ -158,7 +158,7 @@ def log_likelihood(
             xr = state[0].detach().requires_grad_(True)
             out = v(s, xr)
             if z is None:
-                flat = out.reshape(out.shape[0], math.prod(out.shape[1:]))
+                flat = flat_rows(out)
                 div = torch.zeros_like(flat[:, 0])
                 for j in range(flat.shape[1]):
                     g = torch.autograd.grad(flat[:, j].sum(), xr, retain_graph=True)[0]

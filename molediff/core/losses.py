@@ -15,7 +15,6 @@ different sizes count equally; ``reduction="none"`` returns the per-sample vecto
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Callable, Optional, Sequence, Union
 
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from .schedules import NoiseSchedule
 from .spaces import EuclideanSpace, Space
-from .utils import ShapeError, append_dims, check_floating
+from .utils import ShapeError, append_dims, check_floating, flat_rows
 
 __all__ = [
     "SigmaSampler",
@@ -156,11 +155,6 @@ class LikelihoodWeighting(Weighting):
 
 
 # ------------------------------------------------------------------------------------------------- losses
-def _flat_rows(x: Tensor) -> Tensor:
-    """``[B, ...] -> [B, prod(...)]`` in float64 (also for ``B = 0``, where a ``-1`` size is ambiguous)."""
-    return x.reshape(x.shape[0], math.prod(x.shape[1:])).double()
-
-
 def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return per_sample.mean()
@@ -235,7 +229,7 @@ class FlowMatchingLoss:
         """Permutation of ``x1`` minimising ``Σ‖x0_i - x1_π(i)‖²`` (exact, Hungarian algorithm)."""
         from scipy.optimize import linear_sum_assignment
 
-        cost = torch.cdist(_flat_rows(x0), _flat_rows(x1)).square()
+        cost = torch.cdist(flat_rows(x0).double(), flat_rows(x1).double()).square()
         _, col = linear_sum_assignment(cost.cpu().numpy())
         return x1[torch.as_tensor(col, device=x1.device)]
 

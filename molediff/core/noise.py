@@ -67,6 +67,7 @@ class PerSampleNoise:
         self._streams = torch.tensor(streams, dtype=torch.int64)
         self._counts = torch.tensor(counts, dtype=torch.int64)
         self._draws = 0
+        self._layouts: dict[tuple[int, torch.device], tuple[Tensor, Tensor, tuple[Tensor, Tensor], Tensor]] = {}
 
     def normal(
         self,
@@ -82,18 +83,30 @@ class PerSampleNoise:
         if self._draws >= 2**32:
             raise RuntimeError("PerSampleNoise: 2**32 draws exhausted")
         device = torch.device(device) if device is not None else torch.device("cpu")
-        per_sample = self._counts.to(device) * math.prod(shape[1:])  # values of each sample
-        calls = (per_sample + 3) // 4  # Philox calls, four values each
-        sample = torch.repeat_interleave(torch.arange(len(self.counts), device=device), calls)
-        first = torch.cumsum(calls, 0) - calls
-        index = torch.arange(sample.numel(), device=device) - first[sample]  # the call's number in its sample
-        words = philox4x32(
-            (index, torch.full_like(index, self._draws), self._streams.to(device)[sample], torch.zeros_like(index)),
-            (self._key_lo.to(device)[sample], self._key_hi.to(device)[sample]))
-        values = uint32_to_normal(torch.stack(words, dim=-1))  # [calls, 4]
-        position = index.unsqueeze(1) * 4 + torch.arange(4, device=device)
+        index, stream, key, keep = self._layout(math.prod(shape[1:]), device)
+        words = philox4x32((index, torch.full_like(index, self._draws), stream, torch.zeros_like(index)), key)
         self._draws += 1
-        return values[position < per_sample[sample].unsqueeze(1)].to(dtype or torch.get_default_dtype()).reshape(shape)
+        values = uint32_to_normal(torch.stack(words, dim=-1))  # [calls, 4]
+        return values[keep].to(dtype or torch.get_default_dtype()).reshape(shape)
+
+    def _layout(self, per_row: int, device: torch.device) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor], Tensor]:
+        """Per Philox call (four values each) of one draw: its number within its sample, its sample's stream and
+        key, and which of its four values are used. Built once per row width and device, reused every draw.
+
+        Shapes
+        ------
+        returns ``index, stream: [calls]``, ``key: 2 x [calls]``, ``keep: [calls, 4]`` bool.
+        """
+        cached = self._layouts.get((per_row, device))
+        if cached is None:
+            per_sample = self._counts.to(device) * per_row  # values of each sample
+            calls = (per_sample + 3) // 4
+            sample = torch.repeat_interleave(torch.arange(len(self.counts), device=device), calls)
+            index = torch.arange(sample.numel(), device=device) - (torch.cumsum(calls, 0) - calls)[sample]
+            keep = index.unsqueeze(1) * 4 + torch.arange(4, device=device) < per_sample[sample].unsqueeze(1)
+            key = (self._key_lo.to(device)[sample], self._key_hi.to(device)[sample])
+            cached = self._layouts[(per_row, device)] = (index, self._streams.to(device)[sample], key, keep)
+        return cached
 
 
 #: what a sampler accepts as ``generator``

@@ -15,8 +15,8 @@ Common signature::
 descending grid ending in 0 (``[num_steps + 1]``), ``space`` draws all noise and projects every denoiser
 output (default :class:`~molediff.core.spaces.EuclideanSpace`), ``generator`` feeds all its noise (a
 :class:`torch.Generator`, or a :class:`~molediff.core.noise.PerSampleNoise` giving every sample its own stream),
-``callback`` receives a dict per step and ``**cond`` goes to the denoiser. The grid is read to the host once per call; the loop itself makes no
-host-device synchronisation. Samplers never look at the shape of ``x`` beyond its number of rows.
+``callback`` receives a dict per step and ``**cond`` goes to the denoiser. The grid is read to the host once per
+call; the loop itself makes no host-device synchronisation. Samplers never look at the shape of ``x`` beyond its number of rows.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .noise import NoiseGenerator, normal
-from .utils import ShapeError, check_batch_index, check_floating, check_same_rows
+from .utils import ShapeError, check_batch_index, check_floating, check_same_rows, flat_rows
 
 __all__ = ["Space", "EuclideanSpace", "CenteredSpace", "HarmonicSpace"]
 
@@ -33,11 +33,6 @@ def _sigma_per_sample(sigma: Union[Tensor, float], n: int, ref: Tensor) -> Tenso
     if s.ndim > 1 or (s.ndim == 1 and s.shape[0] not in (1, n)):
         raise ShapeError(f"sigma must be a scalar or have one entry per sample ({n}), got {list(s.shape)}")
     return s.expand(n) if s.ndim == 0 else s.expand(n)
-
-
-def _row_totals(values: Tensor) -> Tensor:
-    """Sum every row over its trailing dims, ``[R, ...] -> [R]`` (also for ``R = 0``, where ``-1`` is ambiguous)."""
-    return values.reshape(values.shape[0], math.prod(values.shape[1:])).sum(1)
 
 
 class Space(ABC):
@@ -135,7 +130,7 @@ class EuclideanSpace(Space):
         return values
 
     def sum_per_sample(self, values: Tensor) -> Tensor:
-        return _row_totals(values)
+        return flat_rows(values).sum(1)
 
     def dof(self, x: Tensor) -> Tensor:
         d = math.prod(x.shape[1:])
@@ -207,7 +202,7 @@ class CenteredSpace(Space):
 
     def sum_per_sample(self, values: Tensor) -> Tensor:
         self._check_x(values)
-        return self._node_sum(_row_totals(values))
+        return self._node_sum(flat_rows(values).sum(1))
 
     def dof(self, x: Tensor) -> Tensor:
         self._check_x(x)

@@ -7,6 +7,7 @@ entry points only (building a σ grid, a loss call, a likelihood call), never in
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import torch
@@ -17,6 +18,7 @@ __all__ = [
     "DTypeError",
     "NoiseLevelError",
     "append_dims",
+    "flat_rows",
     "as_row_sigma",
     "check_floating",
     "check_positive",
@@ -37,6 +39,14 @@ class DTypeError(TypeError):
 
 class NoiseLevelError(ValueError):
     """A noise level σ is invalid (non-positive where it must be positive, non-finite, ...)."""
+
+
+def flat_rows(x: Tensor) -> Tensor:
+    """``x`` with every row's trailing dims flattened, ``[R, ...] -> [R, prod(...)]``.
+
+    Unlike ``reshape(R, -1)`` this also holds for an empty batch (``R = 0``), where ``-1`` is ambiguous.
+    """
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 def append_dims(t: Tensor, ndim: int) -> Tensor:

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     """Run training; returns 0 on success (finished or cleanly stopped), 2 on a usage error."""
     from molediff.training.checkpoint import CheckpointError
     from molediff.training.config import ConfigError, load_config
-    from molediff.training.distributed import DeviceError, shutdown_distributed
+    from molediff.core.device import DeviceUnavailableError
+    from molediff.training.distributed import shutdown_distributed
     from molediff.training.registry import TaskResolutionError
     from molediff.training.trainer import RunDirError, Trainer
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         result = trainer.fit()
         trainer.close()
         clean = True
-    except (ConfigError, TaskResolutionError, RunDirError, CheckpointError, DeviceError) as exc:
+    except (ConfigError, TaskResolutionError, RunDirError, CheckpointError, DeviceUnavailableError) as exc:
         print(f"molediff train: error: {exc}", file=sys.stderr)
         return 2
     finally:

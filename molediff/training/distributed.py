@@ -18,8 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from molediff.core.device import DeviceUnavailableError, require_device
+
 __all__ = [
-    "DeviceError",
     "DistEnv",
     "init_distributed",
     "shutdown_distributed",
@@ -32,10 +33,6 @@ __all__ = [
     "all_gather_tensor",
     "ShardedBatchSampler",
 ]
-
-
-class DeviceError(RuntimeError):
-    """The requested device is malformed or not available on this machine."""
 
 
 @dataclass(frozen=True)
@@ -58,18 +55,20 @@ class DistEnv:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` if available else CPU; ``"cuda"`` -> ``cuda:<local_rank>``."""
+    """``"auto"`` -> ``cuda:<local_rank>`` if available else CPU; ``"cuda"`` -> ``cuda:<local_rank>``.
+
+    Raises
+    ------
+    molediff.core.device.DeviceUnavailableError
+        A malformed device name, CUDA requested where it is not available, or a device torch cannot use.
+    """
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cuda":
         spec = f"cuda:{local_rank}"
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise DeviceError(f"invalid device {spec!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {spec!r} requested but CUDA is not available")
-    return device
+    if spec.split(":")[0] == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device {spec!r} requested but CUDA is not available")
+    return require_device(spec)  # a malformed name or an unusable device: DeviceUnavailableError
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

@@ -384,17 +384,18 @@ class Trainer:
     def _improved(self, metrics: dict[str, float]) -> bool:
         name = self.cfg.training.best_metric
         ok = False
-        if self.env.is_main and name is not None and name not in metrics and not self._warned_best_metric:
-            self._warned_best_metric = True  # a typo would otherwise never keep a best checkpoint, silently
-            warnings.warn(f"training.best_metric {name!r} is not among the evaluation's metrics "
-                          f"({', '.join(sorted(metrics)) or 'none'}); no best checkpoint is kept",
-                          RuntimeWarning, stacklevel=2)
-        if self.env.is_main and name is not None and name in metrics:
-            value = metrics[name]
-            sign = 1.0 if self.cfg.training.best_mode == "min" else -1.0
-            ok = self.best_value is None or sign * value < sign * self.best_value
-            if ok:
-                self.best_value = value
+        if self.env.is_main and name is not None:
+            if name in metrics:
+                value = metrics[name]
+                sign = 1.0 if self.cfg.training.best_mode == "min" else -1.0
+                ok = self.best_value is None or sign * value < sign * self.best_value
+                if ok:
+                    self.best_value = value
+            elif not self._warned_best_metric:  # a typo would otherwise never keep a best checkpoint, silently
+                self._warned_best_metric = True
+                warnings.warn(f"training.best_metric {name!r} is not among the evaluation's metrics "
+                              f"({', '.join(sorted(metrics)) or 'none'}); no best checkpoint is kept",
+                              RuntimeWarning, stacklevel=2)
         return D.any_flag(ok, self.env.device)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
