@@ -144,6 +144,9 @@ class Config:
         self.optimiser.validate()
         self.ema.validate()
         self.training.validate()
+        _check(self.optimiser.restart_step < self.training.steps,
+               f"optimiser.restart_step must be < training.steps ({self.training.steps}): a restart at "
+               f"{self.optimiser.restart_step} would never happen")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-serialisable plain dict (tuples become lists)."""

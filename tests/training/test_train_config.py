@@ -64,6 +64,8 @@ def test_overrides_parse_yaml_values(tmp_path):
         ({"task": "toy", "training": {"progress": "yes"}}, "true or false"),
         ({"task": "toy", "output_dir": None}, "output_dir must be a non-empty path"),
         ({"task": "toy", "training": {"best_metric": "val/loss"}}, "best_metric needs training.eval_every"),
+        ({"task": "toy", "training": {"steps": 100}, "optimiser": {"restart_step": 100}},
+         "restart_step must be < training.steps"),
     ],
 )
 def test_validation_errors(raw, message):
