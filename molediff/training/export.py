@@ -4,12 +4,13 @@
 "config": {...}, "step": ..., "metrics": {...}, "card": {...}, "weights_bytes": ...,
 "weights_sha256": ...}``. Loading needs safetensors and json only; :func:`load_exported` checks the
 weights against the size and SHA-256 recorded in ``model.json`` (exports written before these two
-fields existed load unchecked) and turns every failure into an :class:`ExportError` naming the file.
+fields existed load unchecked, with a warning) and turns every failure into an :class:`ExportError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -79,7 +80,7 @@ def load_exported(path: str | Path, *, verify: bool = True) -> tuple[dict[str, t
     path
         A run folder (its ``model.json``), ``<name>.json``, ``<name>.safetensors`` or their stem.
     verify
-        Check the weights' size and SHA-256 against ``model.json`` (when it records them).
+        Check the weights' size and SHA-256 against ``model.json`` (a warning when it records none).
 
     Raises
     ------
@@ -100,7 +101,10 @@ def load_exported(path: str | Path, *, verify: bool = True) -> tuple[dict[str, t
         raise ExportError(f"{json_path} is not an exported molediff model (no \"format\": \"{FORMAT}\")")
     if not weights.is_file():
         raise ExportError(f"the weights {weights} of {json_path.name} are missing")
-    if verify and "weights_sha256" in meta:
+    if verify and "weights_sha256" not in meta:
+        warnings.warn(f"{json_path.name} records no SHA-256 of its weights (an export older than the checksum, "
+                      f"or an edited one): {weights} is loaded but not verified", stacklevel=2)
+    elif verify:
         size = weights.stat().st_size
         if size != meta.get("weights_bytes"):
             raise ExportError(f"the weights {weights} are {size} bytes, {json_path.name} records "

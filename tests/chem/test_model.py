@@ -212,7 +212,8 @@ def test_weights_that_do_not_fit_the_described_network_are_a_typed_error(tmp_pat
     meta = json.loads((tmp_path / "a.json").read_text())
     del meta["weights_sha256"], meta["weights_bytes"]  # an export from before checksums: loads unchecked
     (tmp_path / "a.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportError, match=r"a\.safetensors do not fit the network described in a\.json"):
+    with pytest.raises(ExportError, match=r"a\.safetensors do not fit the network described in a\.json"), \
+            pytest.warns(UserWarning, match="records no SHA-256"):
         load_conformer_model(tmp_path / "a.json")
 
 

@@ -66,3 +66,14 @@ def test_shipped_weights_load_checked_against_their_recorded_checksum(name):
     state, meta = load_exported(WEIGHTS / f"{name}.json")
     assert len(meta["weights_sha256"]) == 64 and meta["weights_bytes"] > 0
     assert state and all(torch.is_tensor(v) for v in state.values())
+
+
+def test_an_export_without_a_recorded_checksum_loads_with_a_warning(tmp_path):
+    """Exports written before the checksum existed still load, but no longer silently unverified."""
+    _export(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["weights_sha256"], meta["weights_bytes"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="records no SHA-256.*not verified"):
+        state, _ = load_exported(tmp_path)
+    assert set(state) == {"net.weight", "net.bias"}
