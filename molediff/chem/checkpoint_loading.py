@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from molediff.chem.model import ConformerModel, ConformerModelConfig, load_conformer_model
+from molediff.file_pair import file_pair
 from molediff.training.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["LoadedModel", "is_trainer_checkpoint", "latest_checkpoint", "load_checkpoint_model",
@@ -51,9 +52,7 @@ class LoadedModel:
 
 def is_trainer_checkpoint(path: str | Path) -> bool:
     """True when ``path`` (a ``.json``/``.safetensors`` file or their stem) is a trainer checkpoint."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    sidecar = stem.with_name(stem.name + ".json")
+    sidecar, _ = file_pair(path)
     if not sidecar.is_file():
         return False
     try:
@@ -140,7 +139,7 @@ def load_model_for_evaluation(path: str | Path | None, device: str | torch.devic
     card = getattr(model, "card", {}) or {}
     source = Path(path) if path is not None else Path("<shipped default>")
     step = card.get("step")
-    sidecar = source / "model.json" if source.is_dir() else source.with_suffix(".json")
+    sidecar = source / "model.json" if source.is_dir() else file_pair(source)[0]
     if step is None and sidecar.is_file():
         step = json.loads(sidecar.read_text()).get("step")
     return LoadedModel(model, source, "export", None if step is None else int(step))

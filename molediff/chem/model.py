@@ -24,6 +24,7 @@ from molediff.core.samplers import SAMPLERS
 from molediff.core.schedules import karras_sigmas
 from molediff.chem.prior import PRIORS, noise_space
 from molediff.core.spaces import CenteredSpace
+from molediff.file_pair import PAIR_SUFFIXES, file_pair
 from molediff.nn.precision import edge_precision, resolve_precision, supports_reduced_precision
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -431,9 +432,10 @@ def _resolve_path(name_or_path: str | Path | None) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "model.json"
-    if path.suffix in (".json", ".safetensors") and path.with_suffix(".json").exists():
-        return path.with_suffix(".json")
+    description, _ = file_pair(path)
     shipped = Path(__file__).resolve().parent.parent / "weights" / f"{name_or_path}.json"
+    if description.exists() and (path.suffix in PAIR_SUFFIXES or not shipped.exists()):
+        return description  # a file of the pair, or a stem (a shipped name wins over a stem in the working folder)
     if shipped.exists():
         return shipped
     raise FileNotFoundError(

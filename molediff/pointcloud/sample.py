@@ -20,6 +20,7 @@ from molediff.core.samplers import prior_sample, sample
 from molediff.core.schedules import karras_sigmas
 from molediff.core.spaces import CenteredSpace
 from molediff.data.shapes import SHAPE_CLASSES
+from molediff.file_pair import file_pair, pair_stem
 from molediff.pointcloud.model import flatten_clouds, unflatten_clouds
 from molediff.pointcloud.training_task import build_from_config, parse_point_config
 
@@ -54,8 +55,8 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     path = Path(path)
     if path.is_dir():
         path = path / "model.json"
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    stem = pair_stem(path)
+    meta_path, weights_path = file_pair(stem)
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelLoadError(f"{stem}: need both {meta_path.name} and {weights_path.name}")
     try:

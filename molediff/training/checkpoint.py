@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
+from molediff.file_pair import file_pair, pair_stem
 from molediff.temp_files import reserve_temp_path, set_default_mode
 
 __all__ = [
@@ -175,8 +176,8 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
         file name beside it, or the tensor file does not match the size / SHA-256 recorded in the sidecar.
     """
     path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    json_path = stem.with_name(stem.name + ".json")
+    stem = pair_stem(path)
+    json_path, _ = file_pair(stem)
     try:
         meta = json.loads(json_path.read_text())
     except (OSError, ValueError) as exc:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from safetensors.torch import load_file
 
+from molediff.file_pair import file_pair
 from molediff.training.checkpoint import (
     CheckpointError,
     _atomic_save_tensors,
@@ -91,8 +92,7 @@ def load_exported(path: str | Path, *, verify: bool = True) -> tuple[dict[str, t
     path = Path(path)
     if path.is_dir():
         path = path / "model.json"
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    json_path, weights = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
+    json_path, weights = file_pair(path)
     try:
         meta = json.loads(json_path.read_text())
     except (OSError, ValueError) as exc:

@@ -158,6 +158,13 @@ def test_save_and_load_round_trip_without_pickle(tmp_path, monkeypatch):
     assert np.array_equal(model.sample(x, 2, seed=1)[0], loaded.sample(x, 2, seed=1)[0])
 
 
+def test_a_model_whose_name_has_a_dot_loads_by_any_of_its_names(tmp_path):
+    """``m.v2`` (files ``m.v2.json`` / ``m.v2.safetensors``) was not found by its stem."""
+    ConformerModel(tiny_config()).save_pretrained(tmp_path / "m.v2")
+    for given in ("m.v2", "m.v2.json", "m.v2.safetensors"):
+        assert isinstance(load_conformer_model(tmp_path / given), ConformerModel)
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no conformer model"):
         load_conformer_model(tmp_path / "absent")

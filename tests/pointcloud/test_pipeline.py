@@ -87,6 +87,16 @@ def test_a_corrupted_trainer_checkpoint_is_a_model_load_error(trained, tmp_path)
         load_point_model(tmp_path / sidecar.name)
 
 
+def test_a_model_whose_name_has_a_dot_loads_by_its_stem(tmp_path):
+    """``pc.v2`` (files ``pc.v2.json`` / ``pc.v2.safetensors``) looked for ``pc.json`` and ``pc.safetensors``."""
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(SHIPPED / f"pointcloud_pointnet{suffix}", tmp_path / f"pc.v2{suffix}")
+    for given in ("pc.v2", "pc.v2.json", "pc.v2.safetensors"):
+        assert isinstance(load_point_model(tmp_path / given)[0], torch.nn.Module)
+
+
 def test_corrupted_point_model_weights_are_a_model_load_error(tmp_path):
     import shutil
 
