@@ -45,7 +45,7 @@ def _heavy(mol: Chem.Mol) -> Chem.Mol:
 
 
 def _check_same_graph(probe: Chem.Mol, ref: Chem.Mol) -> None:
-    """Raise ValueError unless the two heavy-atom graphs have the same elements and topology."""
+    """Raise ValueError unless the two heavy-atom graphs have the same elements, topology and isotope labels."""
     query = graph_template(probe)
     target = graph_template(ref)
     Chem.FastFindRings(query)
@@ -55,6 +55,11 @@ def _check_same_graph(probe: Chem.Mol, ref: Chem.Mol) -> None:
             or probe.GetNumBonds() != ref.GetNumBonds():
         raise ValueError("probe and reference are not the same molecular graph "
                          f"({Chem.MolToSmiles(probe)} vs {Chem.MolToSmiles(ref)})")
+    labels = [", ".join(sorted(f"{a.GetIsotope()}{a.GetSymbol()}" for a in m.GetAtoms() if a.GetIsotope())) or "none"
+              for m in (probe, ref)]
+    if labels[0] != labels[1]:
+        raise ValueError(f"probe and reference have the same graph but other isotope labels ({labels[0]} vs "
+                         f"{labels[1]}: {Chem.MolToSmiles(probe)} vs {Chem.MolToSmiles(ref)})")
 
 
 def _check_finite(mol: Chem.Mol, conf_ids: Sequence[int], role: str) -> None:

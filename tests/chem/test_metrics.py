@@ -135,6 +135,14 @@ def test_matrix_and_min():
         rmsd_matrix(embedded("CCOCC"), ref)
 
 
+def test_an_isotope_label_mismatch_is_named_as_such():
+    """[13CH3]CO against CCO was reported as a bond-order or charge mismatch."""
+    with pytest.raises(ValueError, match="isotope labels.*13C") as info:
+        rmsd_matrix(embedded("[13CH3]CO"), embedded("CCO"))
+    assert "bond orders" not in str(info.value)
+    assert rmsd_matrix(embedded("[13CH3]CO"), embedded("[13CH3]CO", seed=3)).shape == (1, 1)
+
+
 def test_aggregates():
     m = conformer_metrics([np.array([0.05, 0.3]), np.array([0.4, 0.2]), np.array([])])
     assert m["num_molecules"] == 3 and m["failed_molecules"] == 1
