@@ -244,6 +244,15 @@ def knn_graph(
     return _finish(torch.cat(srcs), torch.cat(dsts), n)
 
 
+def _data_device(data: Any) -> torch.device:
+    """The device of a PyG-style object's node tensors (``pos``, then ``x``); the CPU if it has neither."""
+    for name in ("pos", "x"):
+        value = getattr(data, name, None)
+        if isinstance(value, Tensor):
+            return value.device
+    return torch.device("cpu")
+
+
 def fully_connected_graph(batch: Tensor | Any, loop: bool = False) -> Tensor:
     """All ordered pairs of nodes of the same graph.
 
@@ -271,7 +280,7 @@ def fully_connected_graph(batch: Tensor | Any, loop: bool = False) -> Tensor:
             num_nodes = getattr(data, "num_nodes", None)
             if num_nodes is None:
                 raise TypeError(f"fully_connected_graph: expected a batch tensor, got {type(data).__name__}")
-            batch = torch.zeros(int(num_nodes), dtype=torch.long)
+            batch = torch.zeros(int(num_nodes), dtype=torch.long, device=_data_device(data))
     if batch.ndim != 1:
         raise ValueError(f"fully_connected_graph: batch must have shape [N], got {tuple(batch.shape)}")
     _, batch = _check(torch.empty(batch.shape[0], 0, device=batch.device), batch, "fully_connected_graph")

@@ -144,6 +144,19 @@ def test_accepts_pyg_batch():
     assert torch.equal(fully_connected_graph(data), fully_connected_graph(batch))
 
 
+def test_a_single_pyg_graph_without_batch_builds_on_its_own_device():
+    """A lone ``Data`` (no ``.batch``) had its graph index made on the CPU whatever its device: on a GPU the
+    edges came back on the CPU. The meta device stands in for a GPU here: the index must be made there, so
+    the build reaches a meta tensor's ``.item()`` instead of quietly returning CPU edges."""
+    from torch_geometric.data import Data
+
+    assert fully_connected_graph(Data(pos=torch.zeros(3, 3))).device.type == "cpu"
+    with pytest.raises(RuntimeError, match="meta"):
+        fully_connected_graph(Data(pos=torch.zeros(3, 3, device="meta")))
+    with pytest.raises(RuntimeError, match="meta"):
+        fully_connected_graph(Data(x=torch.zeros(3, 4, device="meta"), num_nodes=3))
+
+
 def test_build_edges_union_and_types():
     pos = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0]])
     given = torch.tensor([[0, 2], [2, 0]])  # a "bond" 0 <-> 2 far apart
