@@ -31,6 +31,7 @@ from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import format_rows, machine_info
 from molediff.chem.evaluation import (DEFAULT_METHODS, PAIRED_COLUMNS, aggregate, evaluate, paired_comparison,
                                       run_model, score_coordinates, select_molecules)
+from molediff.chem.strain_ranking import DEFAULT_DRAWS
 from molediff.core.samplers import SAMPLERS
 from molediff.data.qm9 import load_qm9
 
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default=None, help="sampler of the main table (default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="steps of the main table (default: the model's)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument("--draws", type=float, default=DEFAULT_DRAWS,
+                        help=f"draws per kept conformer of the ranked rows (default {DEFAULT_DRAWS:g})")
     parser.add_argument("--sweep-mols", type=int, default=100, help="validation molecules of the sweep (0: skip)")
     parser.add_argument("--sweep-k", type=int, default=5)
     parser.add_argument("--samplers", default="heun,euler,dpmpp_2m,euler_maruyama,ddim")
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         sampler = args.sampler or model.config.default_sampler
         steps = args.steps or model.config.default_steps
         print(f"\n## Model vs ETKDG: QM9 {args.split}, {len(mols)} molecules, K={args.num_confs}, "
-              f"model sampler {sampler} with {steps} steps, RDKit numThreads={args.threads}")
+              f"model sampler {sampler} with {steps} steps, RDKit numThreads={args.threads}"
+              + (f", ranked rows keep K of {args.draws:g}K draws" if "ranked" in args.methods else ""))
         sampling_model = model
         if args.workers > 1:
             from molediff.chem.parallel_sampler import ParallelConformerSampler
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rows, per_molecule = evaluate(mols, args.methods.split(","), model=sampling_model, k=args.num_confs,
                                           seed=args.seed, sampler=sampler, steps=steps, threads=args.threads,
+                                          draws=args.draws,
                                           log=lambda m: print(f"[main] {m}", file=sys.stderr, flush=True))
         finally:
             if sampling_model is not model:
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"(misses in coverage, excluded from mean/median)")
         print(f"# wall time {time.perf_counter() - t0:.0f} s (scoring included)")
         result["main"] = {"split": args.split, "molecules": len(mols), "k": args.num_confs, "sampler": sampler,
-                          "steps": steps, "workers": args.workers, "rows": [r.as_dict() for r in rows]}
+                          "steps": steps, "workers": args.workers, "draws": args.draws, "rows": [r.as_dict() for r in rows]}
         baseline = "etkdg" if "etkdg" in per_molecule else None
         if baseline and len(per_molecule) > 1:
             paired = paired_comparison(per_molecule, baseline)

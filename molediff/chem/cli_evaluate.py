@@ -49,6 +49,13 @@ def _methods(text: str) -> list[str]:
     return out
 
 
+def _draws(text: str) -> float:
+    value = float(text)
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -74,8 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", type=_methods, action="extend", nargs="+", default=None,
                         help="any of model, model+mmff, unguided, unguided+mmff, product, refined, refined+mmff, "
                              "mixed, mixed+mmff, etkdg, etkdg+mmff, model+mmff+polish, mixed+mmff+polish, "
-                             "etkdg+mmff+polish, product+mmff+polish (space or comma separated; "
+                             "etkdg+mmff+polish, product+mmff+polish, ranked, ranked+mmff, ranked+mmff+polish (space or comma "
+                             "separated; "
                              "default: model model+mmff etkdg etkdg+mmff)")
+    parser.add_argument("--draws", type=_draws, default=None, metavar="F",
+                        help="draws per kept conformer of the ranked rows (default 2)")
     parser.add_argument("--threads", type=_positive, default=2,
                         help="threads for ETKDG/MMFF (RDKit numThreads) and torch (default 2)")
     parser.add_argument("--out", action="append", default=[], metavar="PATH",
@@ -204,11 +214,16 @@ def run(args: argparse.Namespace) -> int:
     mols = select_molecules(load_qm9(args.split), args.num_mols, seed=args.seed)
     settings = {"split": args.split, "num_mols": len(mols), "seed": args.seed, "k": args.num_confs,
                 "methods": methods, **model_info, "machine": machine_info(args.threads)}
+    if any(m.startswith("ranked") for m in methods):
+        from molediff.chem.strain_ranking import DEFAULT_DRAWS
+
+        settings["draws"] = args.draws if args.draws is not None else DEFAULT_DRAWS
     print("# molediff evaluate: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "machine"))
     print("# machine: " + ", ".join(f"{k}={v}" for k, v in settings["machine"].items()))
     rows, per_molecule = evaluate(mols, methods, model=model, k=args.num_confs, seed=args.seed,
                                   sampler=args.sampler, steps=args.steps, threads=args.threads,
-                                  device=args.device, log=log)
+                                  device=args.device, log=log,
+                                  **({} if args.draws is None else {"draws": args.draws}))
     print(format_rows(rows))
     for r in rows:
         if r.no_conformer:

@@ -6,6 +6,9 @@ conformers are scored against its one reference geometry and the scores are aggr
 
 * ``model``: the diffusion model's raw samples (``ConformerModel.sample``), no repair;
 * ``model+mmff``: the same samples, each optimised with MMFF94;
+* ``ranked``: the least MMFF94-strained K of ``draws · K`` raw samples
+  (:class:`molediff.chem.strain_ranking.StrainRankedSampler`; ``molediff conformers --draws`` without the repairs),
+  the coordinates unchanged; ``ranked+mmff`` and ``ranked+mmff+polish`` the same relaxed, and polished;
 * ``product``: :func:`molediff.chem.generate.generate_conformers_batch` (stereo repair of mirror
   images, re-sampling of invalid conformers), i.e. what ``molediff conformers`` returns;
 * ``etkdg``: RDKit ETKDGv3 (:func:`molediff.chem.etkdg.etkdg_conformers`, stereo enforced);
@@ -50,6 +53,7 @@ from molediff.chem.etkdg import etkdg_conformers
 from molediff.chem.metrics import conformer_metrics, min_rmsd_to_reference
 from molediff.chem.relax import mmff_relaxed_coordinates
 from molediff.chem.stereo import stereo_reference, stereo_report
+from molediff.chem.strain_ranking import DEFAULT_DRAWS, StrainRankedSampler
 from molediff.chem.validity import ValidityChecker
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "EvaluationRow",
@@ -59,7 +63,7 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
            "refined+mmff", "mixed", "mixed+mmff", "model+mmff+polish", "mixed+mmff+polish", "etkdg+mmff+polish",
-           "product+mmff+polish")
+           "product+mmff+polish", "ranked", "ranked+mmff", "ranked+mmff+polish")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]
@@ -331,9 +335,11 @@ def score_coordinates(mols: Sequence[EvalMolecule], coords: Sequence[np.ndarray]
 
 def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METHODS, *, model: Any = None,
              k: int = 10, seed: int = 0, sampler: str | None = None, steps: int | None = None,
-             threads: int = 1, device: str | None = None,
+             threads: int = 1, device: str | None = None, draws: float = DEFAULT_DRAWS,
              log: Log | None = None) -> tuple[list[EvaluationRow], dict[str, list[MoleculeScore]]]:
     """Run ``methods`` on ``mols`` with K conformers each and score them.
+
+    ``draws`` is the draws per kept conformer of the ``ranked`` methods.
 
     Returns
     -------
@@ -364,6 +370,9 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
             if name in ("model", "unguided"):
                 generated[name] = run_model(model, mols, k, sampler=sampler, steps=steps, seed=seed, device=device,
                                             stereo_guidance=name == "model")
+            elif name == "ranked":
+                generated[name] = run_model(StrainRankedSampler(model, draws), mols, k, sampler=sampler, steps=steps,
+                                            seed=seed, device=device)
             elif name in ("refined", "mixed"):
                 from molediff.chem.refine import DEFAULT_PRIOR_SHARE, EtkdgRefinedSampler
                 from molediff.chem.sampler_protocol import EtkdgSampler

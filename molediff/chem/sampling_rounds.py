@@ -88,31 +88,45 @@ def round_seed(seed: int, rnd: int) -> int:
 
 
 def _sample(model: ConformerSampler, jobs: list[SamplingJob], k: int, **kw) -> list:
-    """One sampler call for all jobs; on failure retry one by one so one bad molecule stays alone."""
+    """One sampler call for all jobs; on failure retry one by one so one bad molecule stays alone.
+
+    Per job ``(coords [k, N, 3], draws [k])`` or the exception: ``draws`` are the sampler's own draw numbers
+    when it reports them (``sample_with_draws``, e.g. :class:`~molediff.chem.strain_ranking.StrainRankedSampler`),
+    else ``0 .. k-1``.
+    """
     try:
-        return _checked(model.sample([j.mol for j in jobs], k, **kw), jobs, k)
+        return _checked(_call(model, [j.mol for j in jobs], k, **kw), jobs, k)
     except Exception as err:  # a model error must not take down the whole chunk
         if len(jobs) == 1:
             return [err]
     out = []
     for j in jobs:
         try:
-            out.extend(_checked(model.sample([j.mol], k, **kw), [j], k))
+            out.extend(_checked(_call(model, [j.mol], k, **kw), [j], k))
         except Exception as err:
             out.append(err)
     return out
 
 
-def _checked(arrays, jobs, k) -> list:
-    arrays = list(arrays)
-    if len(arrays) != len(jobs):
+def _call(model: ConformerSampler, mols: list, k: int, **kw) -> tuple[list, list]:
+    with_draws = getattr(model, "sample_with_draws", None)
+    if with_draws is not None:
+        arrays, draws = with_draws(mols, k, **kw)
+        return list(arrays), list(draws)
+    arrays = list(model.sample(mols, k, **kw))
+    return arrays, [np.arange(k)] * len(arrays)
+
+
+def _checked(sampled, jobs, k) -> list:
+    arrays, draws = sampled
+    if len(arrays) != len(jobs) or len(draws) != len(jobs):
         raise RuntimeError(f"sampler returned {len(arrays)} arrays for {len(jobs)} molecules")
     out = []
-    for a, j in zip(arrays, jobs):
+    for a, d, j in zip(arrays, draws, jobs):
         a = np.asarray(a, dtype=np.float64)
         if a.shape != (k, j.mol.GetNumAtoms(), 3):
             raise RuntimeError(f"sampler returned shape {a.shape}, expected {(k, j.mol.GetNumAtoms(), 3)}")
-        out.append(a)
+        out.append((a, np.asarray(d, dtype=np.int64)))
     return out
 
 
@@ -229,7 +243,8 @@ def run_sampling_rounds(jobs: list[SamplingJob], model: ConformerSampler, num_co
                     else:
                         job.result.error = MolediffInputError(failure)
                     continue
-                for draw, coords in enumerate(out):
+                coords_k, draws_k = out
+                for coords, draw in zip(coords_k, draws_k.tolist()):
                     if on_invalid == "resample" and valid[id(job)] >= num_confs:
                         break  # the rest of an oversampled round is not needed
                     drawn[id(job)] += 1

@@ -245,6 +245,25 @@ def test_polish_option_usage_errors(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_draws_keeps_the_least_strained_model_draws_and_records_them(tmp_path, capsys):
+    out, plain = tmp_path / "out.sdf", tmp_path / "plain.sdf"
+    assert main(["conformers", "CC(=O)NC", "-n", "3", "--seed", "0", "--draws", "-o", str(out), "-q"]) == 0
+    assert main(["conformers", "CC(=O)NC", "-n", "6", "--seed", "0", "-o", str(plain), "-q"]) == 0
+    ranked = list(Chem.SDMolSupplier(str(out), removeHs=False))
+    drawn = list(Chem.SDMolSupplier(str(plain), removeHs=False))
+    assert len(ranked) == 3
+    for m in ranked:
+        assert m.GetProp("molediff_start") == "prior; the least MMFF94-strained of 2x as many draws"
+        # each kept conformer is the unranked run's draw of the same number, bit for bit
+        twin = drawn[int(m.GetProp("molediff_draw"))]
+        assert twin.GetProp("molediff_draw") == m.GetProp("molediff_draw")
+        np.testing.assert_array_equal(m.GetConformer().GetPositions(), twin.GetConformer().GetPositions())
+    assert main(["conformers", "CCO", "--draws", "0.5", "-q"]) == 2
+    assert "--draws must be a number >= 1, got 0.5" in capsys.readouterr().err
+    assert main(["conformers", "CCO", "--draws", "2", "--model", "etkdg", "-q"]) == 2
+    assert "--draws ranks a diffusion model's draws" in capsys.readouterr().err
+
+
 def test_oversize_etkdg_routes_drug_sized_inputs_and_records_it(tmp_path):
     out = tmp_path / "out.sdf"
     drug = "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O"  # (S)-ibuprofen, 33 atoms with hydrogens: beyond QM9's 29

@@ -347,3 +347,20 @@ def test_cli_evaluate_refuses_an_out_path_that_is_a_folder_before_running(tmp_pa
     folder.mkdir()
     assert main(["evaluate", "--methods", "etkdg", "--quiet", "--out", str(folder)]) == 2
     assert "folder" in capsys.readouterr().err
+
+
+def test_evaluate_ranked_rows_keep_the_least_strained_of_the_model_draws(mols):
+    """The ranked row's conformers are model draws, unchanged: with per-conformer noise, the K least strained of
+    the first 2K."""
+    from molediff.chem.evaluation import run_model, score_coordinates
+    from molediff.chem.strain_ranking import strain_energies
+
+    model = _tiny_model()
+    rows, per = evaluate(mols, ["ranked", "ranked+mmff"], model=model, k=2, steps=3, seed=0, threads=1, draws=2)
+    assert [r.method for r in rows] == ["ranked", "ranked+mmff"] and rows[0].conformers == 2 * len(mols)
+    pool, _ = run_model(model, mols, 4, steps=3, seed=0)
+    for m, xyz, drawn, kept in zip(mols, pool, score_coordinates(mols, pool), per["ranked"]):
+        chosen = [i for i, r in enumerate(drawn.rmsds) if any(abs(r - q) < 1e-9 for q in kept.rmsds)]
+        assert len(chosen) == 2
+        energy = strain_energies(m.template, xyz)
+        assert max(energy[chosen]) <= min(np.delete(energy, chosen))
