@@ -27,7 +27,7 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from molediff.chem.sampler_protocol import ModelWrapper
 
-__all__ = ["StrainRankedSampler", "strain_energies", "least_strained", "draw_count", "DEFAULT_DRAWS"]
+__all__ = ["StrainRankedSampler", "strain_energies", "energy_order", "least_strained", "draw_count", "DEFAULT_DRAWS"]
 
 #: draws per kept conformer of ``molediff conformers --draws`` when it is given without a value
 DEFAULT_DRAWS = 2.0
@@ -80,16 +80,25 @@ def strain_energies(mol: Chem.Mol, coords: np.ndarray) -> np.ndarray:
     return out
 
 
+def energy_order(energy: np.ndarray) -> np.ndarray:
+    """Indices of ``energy`` ``[M]`` in ascending order, ties in draw order, non-finite entries last in draw order.
+
+    >>> energy_order(np.array([3.0, np.nan, 1.0, 3.0])).tolist()
+    [2, 0, 3, 1]
+    """
+    energy = np.asarray(energy, dtype=np.float64)
+    known = np.isfinite(energy)
+    return np.concatenate([np.flatnonzero(known)[np.argsort(energy[known], kind="stable")],
+                           np.flatnonzero(~known)]).astype(np.int64)
+
+
 def least_strained(mol: Chem.Mol, coords: np.ndarray, num_confs: int) -> np.ndarray:
     """Indices of the ``num_confs`` draws of ``coords`` ``[M, N, 3]`` with the lowest :func:`strain_energies`.
 
     Ascending energy; draws without an energy (non-finite, or no MMFF94 parameters) follow in draw order. Ties
     keep draw order. Returns ``[min(num_confs, M)]`` int64.
     """
-    energy = strain_energies(mol, coords)
-    known = np.isfinite(energy)
-    order = np.concatenate([np.flatnonzero(known)[np.argsort(energy[known], kind="stable")], np.flatnonzero(~known)])
-    return order[: int(num_confs)].astype(np.int64)
+    return energy_order(strain_energies(mol, coords))[: int(num_confs)]
 
 
 class StrainRankedSampler(ModelWrapper):
