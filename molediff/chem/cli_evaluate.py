@@ -81,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", type=_methods, action="extend", nargs="+", default=None,
                         help="any of model, model+mmff, unguided, unguided+mmff, product, refined, refined+mmff, "
                              "mixed, mixed+mmff, etkdg, etkdg+mmff, model+mmff+polish, mixed+mmff+polish, "
-                             "etkdg+mmff+polish, product+mmff+polish, ranked, ranked+mmff, ranked+mmff+polish (space or comma "
-                             "separated; "
+                             "etkdg+mmff+polish, product+mmff+polish, ranked, ranked+mmff, ranked+mmff+polish, product-ranked, "
+                             "product-ranked+mmff+polish (space or comma separated; "
                              "default: model model+mmff etkdg etkdg+mmff)")
     parser.add_argument("--draws", type=_draws, default=None, metavar="F",
                         help="draws per kept conformer of the ranked rows (default 2)")
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     mols = select_molecules(load_qm9(args.split), args.num_mols, seed=args.seed)
     settings = {"split": args.split, "num_mols": len(mols), "seed": args.seed, "k": args.num_confs,
                 "methods": methods, **model_info, "machine": machine_info(args.threads)}
-    if any(m.startswith("ranked") for m in methods):
+    if any("ranked" in m for m in methods):
         from molediff.chem.strain_ranking import DEFAULT_DRAWS
 
         settings["draws"] = args.draws if args.draws is not None else DEFAULT_DRAWS

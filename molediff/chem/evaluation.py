@@ -9,6 +9,8 @@ conformers are scored against its one reference geometry and the scores are aggr
 * ``ranked``: the least MMFF94-strained K of ``draws · K`` raw samples
   (:class:`molediff.chem.strain_ranking.StrainRankedSampler`; ``molediff conformers --draws`` without the repairs),
   the coordinates unchanged; ``ranked+mmff`` and ``ranked+mmff+polish`` the same relaxed, and polished;
+  ``product-ranked`` and ``product-ranked+mmff+polish`` what ``molediff conformers --draws`` and
+  ``--draws --polish`` return;
 * ``product``: :func:`molediff.chem.generate.generate_conformers_batch` (stereo repair of mirror
   images, re-sampling of invalid conformers), i.e. what ``molediff conformers`` returns;
 * ``etkdg``: RDKit ETKDGv3 (:func:`molediff.chem.etkdg.etkdg_conformers`, stereo enforced);
@@ -63,7 +65,8 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "EvalMolecule", "MoleculeScore", "Evalu
 
 METHODS = ("model", "model+mmff", "unguided", "unguided+mmff", "product", "etkdg", "etkdg+mmff", "refined",
            "refined+mmff", "mixed", "mixed+mmff", "model+mmff+polish", "mixed+mmff+polish", "etkdg+mmff+polish",
-           "product+mmff+polish", "ranked", "ranked+mmff", "ranked+mmff+polish")
+           "product+mmff+polish", "ranked", "ranked+mmff", "ranked+mmff+polish", "product-ranked",
+           "product-ranked+mmff+polish")
 DEFAULT_METHODS = ("model", "model+mmff", "etkdg", "etkdg+mmff")
 THRESHOLDS = (0.5, 0.25, 0.1)
 Log = Callable[[str], None]
@@ -389,11 +392,11 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
         notes = ""
         if method.startswith("product"):
             say(f"generating: {method} ({len(mols)} molecules x {k})")
-            sampling_model = model
+            sampling_model = StrainRankedSampler(model, draws) if method.startswith("product-ranked") else model
             if method.endswith("+polish"):
                 from molediff.chem.polish import PolishedSampler
 
-                sampling_model = PolishedSampler(model)
+                sampling_model = PolishedSampler(model, base=sampling_model)
             out, seconds = run_product(sampling_model, mols, k, sampler=sampler, steps=steps, seed=seed,
                                        device=device)
             per = [score_molecule(m, mol) if mol is not None else score_molecule(m, m.template, note="no conformer")

@@ -364,3 +364,25 @@ def test_evaluate_ranked_rows_keep_the_least_strained_of_the_model_draws(mols):
         assert len(chosen) == 2
         energy = strain_energies(m.template, xyz)
         assert max(energy[chosen]) <= min(np.delete(energy, chosen))
+
+
+def test_evaluate_product_ranked_rows_are_the_cli_draws_output(mols):
+    """``product-ranked`` is ``molediff conformers --draws``: the product path driving the ranked sampler."""
+    from molediff.chem.generate import generate_conformers_batch
+    from molediff.chem.strain_ranking import StrainRankedSampler
+
+    model = _tiny_model()
+    rows, per = evaluate(mols, ["product-ranked", "product-ranked+mmff+polish"], model=model, k=2, steps=3, seed=0,
+                         threads=1, draws=1.5)
+    assert [r.method for r in rows] == ["product-ranked", "product-ranked+mmff+polish"]
+    results = list(generate_conformers_batch([m.template for m in mols], 2, 0, model=StrainRankedSampler(model, 1.5),
+                                             steps=3, on_invalid="resample"))
+    from molediff.chem.evaluation import score_molecule
+
+    assert any(res.ok for res in results)
+    for m, res, score in zip(mols, results, per["product-ranked"]):
+        if res.ok:
+            assert res.mol.GetProp("molediff_start") == "prior; the least MMFF94-strained of 1.5x as many draws"
+            np.testing.assert_allclose(score.rmsds, score_molecule(m, res.mol).rmsds, atol=1e-9)
+        else:
+            assert score.note == "no conformer"
