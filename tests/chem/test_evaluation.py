@@ -369,9 +369,10 @@ def test_evaluate_ranked_rows_keep_the_least_strained_of_the_model_draws(mols):
 def test_evaluate_product_ranked_rows_are_the_cli_draws_output(mols):
     """``product-ranked`` is ``molediff conformers --draws``: the product path driving the ranked sampler."""
     from molediff.chem.generate import generate_conformers_batch
+    from molediff.chem.model import load_conformer_model
     from molediff.chem.strain_ranking import StrainRankedSampler
 
-    model = _tiny_model()
+    model = load_conformer_model()  # an untrained network's draws never pass the product's checks
     rows, per = evaluate(mols, ["product-ranked", "product-ranked+mmff+polish"], model=model, k=2, steps=3, seed=0,
                          threads=1, draws=1.5)
     assert [r.method for r in rows] == ["product-ranked", "product-ranked+mmff+polish"]
