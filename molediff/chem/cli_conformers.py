@@ -65,10 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="with --start etkdg/mixed: noise level (A) the ETKDG conformers are raised to (default 0.6)")
     gen.add_argument("--prior-share", type=float,
                      help="with --start mixed: share of the conformers sampled from noise (default 0.5)")
-    gen.add_argument("--draws", type=float, nargs="?", const=2.0, metavar="F",
-                     help="draw F times as many conformers (F >= 1; 2 if no value is given) and keep the least "
-                          "strained: lowest MMFF94 energy as drawn, the coordinates unchanged. More accurate against "
-                          "DFT geometries, F times the sampling time (default: off)")
+    gen.add_argument("--draws", type=float, metavar="F",
+                     help="draw F times as many conformers (F >= 1, e.g. 2) and keep the least strained: lowest "
+                          "MMFF94 energy as drawn, the coordinates unchanged. Closer to DFT geometries, F times the "
+                          "sampling time (default: off)")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: the model's choice)")
     gen.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                      help="network precision: bf16 per-edge work is ~2x faster where native (default auto)")

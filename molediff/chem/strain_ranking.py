@@ -29,7 +29,7 @@ from molediff.chem.sampler_protocol import ModelWrapper
 
 __all__ = ["StrainRankedSampler", "strain_energies", "energy_order", "least_strained", "draw_count", "DEFAULT_DRAWS"]
 
-#: draws per kept conformer of ``molediff conformers --draws`` when it is given without a value
+#: draws per kept conformer of :class:`StrainRankedSampler` and of the evaluation's ranked rows
 DEFAULT_DRAWS = 2.0
 
 

@@ -247,7 +247,7 @@ def test_polish_option_usage_errors(tmp_path, capsys):
 
 def test_draws_keeps_the_least_strained_model_draws_and_records_them(tmp_path, capsys):
     out, plain = tmp_path / "out.sdf", tmp_path / "plain.sdf"
-    assert main(["conformers", "CC(=O)NC", "-n", "3", "--seed", "0", "--draws", "-o", str(out), "-q"]) == 0
+    assert main(["conformers", "CC(=O)NC", "-n", "3", "--seed", "0", "--draws", "2", "-o", str(out), "-q"]) == 0
     assert main(["conformers", "CC(=O)NC", "-n", "6", "--seed", "0", "-o", str(plain), "-q"]) == 0
     ranked = list(Chem.SDMolSupplier(str(out), removeHs=False))
     drawn = list(Chem.SDMolSupplier(str(plain), removeHs=False))
