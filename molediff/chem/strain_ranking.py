@@ -7,9 +7,9 @@ sampler, evaluates the MMFF94 energy of each geometry *without minimising it* an
 lowest. The coordinates are the model's, unchanged; only the choice among them uses the force field.
 
 Measured on QM9 validation molecules with the shipped model (model card, "Least-strained draws"): ranking by the
-energy as drawn lowers the median min-RMSD to the DFT geometry; ranking by the energy after minimisation does not
-(it keeps ten copies of the lowest-energy rotamer), nor does skipping near-duplicates, nor do the local (bond,
-angle) or non-local (torsion, van der Waals, electrostatics) terms alone.
+energy as drawn lowers the median and mean min-RMSD to the DFT geometry and raises coverage at 0.1 Å; the energy
+after minimisation does worse (it keeps copies of the lowest-energy rotamer), and so do the local (bond, angle) or
+non-local (torsion, van der Waals, electrostatics) terms alone. Coverage at 0.5 Å does not rise.
 
 A conformer with non-finite coordinates has no energy and ranks after every finite one; a molecule MMFF94 has no
 parameters for keeps its first ``num_confs`` draws, in draw order.
@@ -123,10 +123,6 @@ class StrainRankedSampler(ModelWrapper):
             raise ValueError(f"draws must be a number >= 1, got {draws!r}")
         super().__init__(model)
         self.draws = float(draws)
-
-    @property
-    def name(self) -> str:
-        return self.model.name
 
     @property
     def start_label(self) -> str:
