@@ -196,18 +196,21 @@ class PolishedSampler(ModelWrapper):
                 f"{self.sigma_start:g} ({self.steps} steps{guided})")
 
     def warnings_for(self, mol: Chem.Mol) -> list[str]:
-        """What :attr:`start_label` misstates for ``mol``: MMFF94 has no parameters for it, so it is not relaxed.
+        """What :attr:`start_label` misstates for ``mol`` (the base sampler's notes, then: MMFF94 has no parameters
+        for it, so it is not relaxed).
 
         :func:`~molediff.chem.generate.generate_conformers_batch` adds these to the molecule's warnings.
         """
         from rdkit import rdBase
         from rdkit.Chem import rdForceFieldHelpers
 
+        base = getattr(self.base, "warnings_for", None)  # e.g. a ranked base's
+        notes = list(base(mol)) if base is not None else []
         with rdBase.BlockLogs():
             if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
-                return []
-        return ["MMFF94 has no parameters for this molecule: its conformers were polished without the MMFF94 "
-                "relaxation that molediff_start names"]
+                return notes
+        return notes + ["MMFF94 has no parameters for this molecule: its conformers were polished without the MMFF94 "
+                        "relaxation that molediff_start names"]
 
     def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,

@@ -130,6 +130,20 @@ class StrainRankedSampler(ModelWrapper):
         return (f"{getattr(self.model, 'start_label', 'prior')}; the least MMFF94-strained of {self.draws:g}x "
                 f"as many draws")
 
+    def warnings_for(self, mol: Chem.Mol) -> list[str]:
+        """What :attr:`start_label` misstates for ``mol``: without MMFF94 parameters nothing is ranked.
+
+        :func:`~molediff.chem.generate.generate_conformers_batch` adds these (and the base sampler's) to the
+        molecule's warnings.
+        """
+        base = getattr(self.model, "warnings_for", None)
+        notes = list(base(mol)) if base is not None else []
+        with rdBase.BlockLogs():
+            if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
+                return notes
+        return notes + ["MMFF94 has no parameters for this molecule: its conformers are its first draws, not ranked by "
+                        "strain as molediff_start says"]
+
     def sample_with_draws(self, mols: Sequence[Chem.Mol], num_confs: int, **options: Any
                           ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(conformers, draws)``: per molecule ``[num_confs, N_i, 3]`` float64 (Å), least strained first, and

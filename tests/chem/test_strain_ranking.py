@@ -128,3 +128,26 @@ def test_shipped_model_ranked_conformers_record_the_draw_that_redraws_them():
         if conf.GetProp("molediff_stereo_fix") == "none":
             np.testing.assert_allclose(conf.GetPositions(), raw - raw.mean(axis=0), atol=1e-3)
     assert res.mol.GetProp("molediff_start") == "prior; the least MMFF94-strained of 3x as many draws"
+
+
+def test_any_sampler_can_be_ranked_and_a_molecule_without_mmff94_parameters_is_named(make_fake):
+    """Wrapping a sampler without precision settings (ETKDG, a fake) crashed the provenance; a molecule MMFF94
+    cannot rank kept its first draws without a word."""
+    base = make_fake(elements=("H", "B", "C", "N", "O", "F"))
+    results = list(generate_conformers_batch(["CCO", "CB(C)C"], 2, 0, model=StrainRankedSampler(base, 2)))
+    assert [r.ok for r in results] == [True, True]
+    assert not any("MMFF94" in w for w in results[0].warnings)
+    assert any("MMFF94 has no parameters" in w and "not ranked" in w for w in results[1].warnings)
+    assert results[1].mol.GetProp("molediff_start").endswith("the least MMFF94-strained of 2x as many draws")
+    assert not results[0].mol.HasProp("molediff_precision")
+
+
+def test_a_polished_ranked_sampler_passes_the_ranking_note_on():
+    from molediff.chem.model import load_conformer_model
+    from molediff.chem.polish import PolishedSampler
+
+    polished = PolishedSampler(load_conformer_model(), base=StrainRankedSampler(load_conformer_model(), 2))
+    boron = Chem.AddHs(Chem.MolFromSmiles("CB(C)C"))
+    notes = polished.warnings_for(boron)
+    assert len(notes) == 2 and "not ranked" in notes[0] and "polished without the MMFF94" in notes[1]
+    assert polished.warnings_for(Chem.AddHs(Chem.MolFromSmiles("CCO"))) == []
