@@ -18,6 +18,7 @@ parameters for keeps its first ``num_confs`` draws, in draw order.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
@@ -119,7 +120,7 @@ class StrainRankedSampler(ModelWrapper):
     """
 
     def __init__(self, model: Any, draws: float = DEFAULT_DRAWS) -> None:
-        if not (isinstance(draws, (int, float)) and math.isfinite(draws) and draws >= 1):
+        if not (isinstance(draws, numbers.Real) and math.isfinite(draws) and draws >= 1):
             raise ValueError(f"draws must be a number >= 1, got {draws!r}")
         super().__init__(model)
         self.draws = float(draws)
@@ -141,8 +142,8 @@ class StrainRankedSampler(ModelWrapper):
         with rdBase.BlockLogs():
             if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
                 return notes
-        return notes + ["MMFF94 has no parameters for this molecule: its conformers are its first draws, not ranked by "
-                        "strain as molediff_start says"]
+        return notes + ["MMFF94 has no parameters for this molecule: its conformers are its first draws, not ranked "
+                        "by strain as molediff_start says"]
 
     def sample_with_draws(self, mols: Sequence[Chem.Mol], num_confs: int, **options: Any
                           ) -> tuple[list[np.ndarray], list[np.ndarray]]:
