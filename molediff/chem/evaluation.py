@@ -352,7 +352,7 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
     Raises
     ------
     ValueError
-        An unknown method, K < 1, or a model method without ``model``.
+        An unknown method, K < 1, a model method without ``model``, or ``draws`` < 1 with a ranked method.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -361,6 +361,8 @@ def evaluate(mols: Sequence[EvalMolecule], methods: Sequence[str] = DEFAULT_METH
         raise ValueError(f"k must be >= 1, got {k}")
     if model is None and any(needs_model(m) for m in methods):
         raise ValueError("model methods need a model")
+    if any("ranked" in m for m in methods):
+        StrainRankedSampler(model, draws)  # a bad ``draws`` fails here, before any method has run
     say = log or (lambda _msg: None)
     rows: list[EvaluationRow] = []
     scores: dict[str, list[MoleculeScore]] = {}

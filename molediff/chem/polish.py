@@ -215,7 +215,18 @@ class PolishedSampler(ModelWrapper):
     def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,
                device: str | torch.device | None = None, **model_options: Any) -> list[np.ndarray]:
-        """``num_confs`` conformers per molecule, ``[num_confs, N_i, 3]`` float64 arrays (Å).
+        """``num_confs`` conformers per molecule, ``[num_confs, N_i, 3]`` float64 arrays (Å); see
+        :meth:`sample_with_draws`."""
+        return self.sample_with_draws(mols, num_confs, sampler=sampler, steps=steps, seed=seed, device=device,
+                                      **model_options)[0]
+
+    def sample_with_draws(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
+                          steps: int | None = None, seed: int | None = None,
+                          device: str | torch.device | None = None, **model_options: Any
+                          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``(conformers, draws)``: per molecule ``num_confs`` conformers, ``[num_confs, N_i, 3]`` float64 (Å),
+        and ``[num_confs]`` the base sampler's draw index of the conformer each was polished from (the base's own
+        ``sample_with_draws`` indices where it reports them, e.g. a ranked base's).
 
         Non-finite conformers of the base sampler are left out of the relaxation and replaced by polished
         copies of the molecule's finite ones; a molecule with none keeps the base's output (the caller
@@ -225,8 +236,14 @@ class PolishedSampler(ModelWrapper):
         ``stereo_guidance`` (the polish has its own, ``guidance``), to the polish.
         """
         seed = int(seed) if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
-        drawn = self.base.sample(mols, num_confs, sampler=sampler, steps=steps, seed=seed, device=device,
-                                 **_accepted(self.base.sample, model_options))
+        base_options = dict(sampler=sampler, steps=steps, seed=seed, device=device,
+                            **_accepted(self.base.sample, model_options))
+        with_draws = getattr(self.base, "sample_with_draws", None)
+        if with_draws is not None:
+            drawn, base_draws = with_draws(mols, num_confs, **base_options)
+        else:
+            drawn = self.base.sample(mols, num_confs, **base_options)
+            base_draws = [np.arange(num_confs)] * len(drawn)
         drawn = [np.asarray(c, dtype=np.float64) for c in drawn]
         relaxed, broken = [], []
         for mol, coords in zip(mols, drawn):
@@ -241,9 +258,11 @@ class PolishedSampler(ModelWrapper):
         polished = polish_conformers(self.model, mols, relaxed, sigma_start=self.sigma_start, steps=self.steps,
                                      seed=polish_seed(seed), device=device, stereo_guidance=self.guidance,
                                      **polish_options)
-        for coords, out, spoilt in zip(drawn, polished, broken):
+        draws = []
+        for coords, out, spoilt, index in zip(drawn, polished, broken, base_draws):
+            source = _sources(coords, len(out))
             if spoilt.any():  # those conformers come back as drawn, unrelaxed and unpolished
-                source = _sources(coords, len(out))
                 keep = spoilt[source]
                 out[keep] = coords[source[keep]]
-        return polished
+            draws.append(np.asarray(index, dtype=np.int64)[source])
+        return polished, draws

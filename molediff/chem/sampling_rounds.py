@@ -119,14 +119,19 @@ def _call(model: ConformerSampler, mols: list, k: int, **kw) -> tuple[list, list
 
 def _checked(sampled, jobs, k) -> list:
     arrays, draws = sampled
-    if len(arrays) != len(jobs) or len(draws) != len(jobs):
+    if len(arrays) != len(jobs):
         raise RuntimeError(f"sampler returned {len(arrays)} arrays for {len(jobs)} molecules")
+    if len(draws) != len(jobs):
+        raise RuntimeError(f"sampler returned {len(draws)} draw-number arrays for {len(jobs)} molecules")
     out = []
     for a, d, j in zip(arrays, draws, jobs):
         a = np.asarray(a, dtype=np.float64)
         if a.shape != (k, j.mol.GetNumAtoms(), 3):
             raise RuntimeError(f"sampler returned shape {a.shape}, expected {(k, j.mol.GetNumAtoms(), 3)}")
-        out.append((a, np.asarray(d, dtype=np.int64)))
+        d = np.asarray(d, dtype=np.int64)
+        if d.shape != (k,):
+            raise RuntimeError(f"sampler returned draw numbers of shape {d.shape}, expected {(k,)}")
+        out.append((a, d))
     return out
 
 

@@ -120,7 +120,7 @@ class StrainRankedSampler(ModelWrapper):
     """
 
     def __init__(self, model: Any, draws: float = DEFAULT_DRAWS) -> None:
-        if not (isinstance(draws, numbers.Real) and math.isfinite(draws) and draws >= 1):
+        if isinstance(draws, bool) or not (isinstance(draws, numbers.Real) and math.isfinite(draws) and draws >= 1):
             raise ValueError(f"draws must be a number >= 1, got {draws!r}")
         super().__init__(model)
         self.draws = float(draws)

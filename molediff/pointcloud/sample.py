@@ -56,7 +56,7 @@ def load_point_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     if path.is_dir():
         path = path / "model.json"
     stem = pair_stem(path)
-    meta_path, weights_path = file_pair(stem)
+    meta_path, weights_path = file_pair(path)
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelLoadError(f"{stem}: need both {meta_path.name} and {weights_path.name}")
     try:

@@ -177,7 +177,7 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     """
     path = Path(path)
     stem = pair_stem(path)
-    json_path, _ = file_pair(stem)
+    json_path, _ = file_pair(path)
     try:
         meta = json.loads(json_path.read_text())
     except (OSError, ValueError) as exc:

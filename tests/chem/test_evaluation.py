@@ -179,6 +179,10 @@ def test_evaluate_rejects_bad_requests(mols):
         evaluate(mols, ["etkdg+mmff+polish"])
     with pytest.raises(ValueError, match="k must be"):
         evaluate(mols, ["etkdg"], k=0)
+    seen = []
+    with pytest.raises(ValueError, match="draws must be a number >= 1"):  # before the etkdg row runs
+        evaluate(mols, ["etkdg", "ranked"], model=_tiny_model(), draws=0.5, log=seen.append)
+    assert seen == []
 
 
 def _fake_checkpoint(directory: Path, step: int, model: ConformerModel, ema: ConformerModel) -> Path:

@@ -100,3 +100,23 @@ def test_flag_mode_still_considers_every_conformer_of_its_single_round(make_fake
     fake = make_fake(scramble_double_bonds=0.5)
     (res,) = generate_conformers_batch(["C/C=C/C"], 8, 0, model=fake, on_invalid="flag")
     assert res.mol.GetNumConformers() == 8 and fake.calls == [(1, 8)]
+
+
+def test_draw_numbers_that_do_not_match_the_conformers_are_a_sampler_error():
+    """A ``sample_with_draws`` whose draw numbers do not match its conformers silently lost conformers (zip) or
+    was reported as a wrong number of arrays."""
+    import pytest
+    from rdkit import Chem
+
+    from molediff.chem.sampling_rounds import _checked
+
+    class Job:
+        mol = Chem.AddHs(Chem.MolFromSmiles("CO"))
+
+    coords = np.zeros((3, 6, 3))
+    with pytest.raises(RuntimeError, match=r"draw numbers of shape \(2,\), expected \(3,\)"):
+        _checked(([coords], [np.arange(2)]), [Job()], 3)
+    with pytest.raises(RuntimeError, match="sampler returned 0 draw-number arrays for 1 molecules"):
+        _checked(([coords], []), [Job()], 3)
+    (out,) = _checked(([coords], [[4, 0, 2]]), [Job()], 3)
+    assert out[1].tolist() == [4, 0, 2]

@@ -108,7 +108,7 @@ def test_the_sampler_keeps_the_least_strained_draws_and_names_them():
     assert [c.shape for c in sampler.sample(mols, 2, seed=5)] == [(2, 9, 3), (2, 9, 3)]
     assert sampler.name == "distorting"
     assert sampler.start_label == "prior; the least MMFF94-strained of 2x as many draws"
-    for bad in (0.5, float("nan"), float("inf"), "2"):
+    for bad in (0.5, float("nan"), float("inf"), "2", True):
         with pytest.raises(ValueError, match="draws must be a number >= 1"):
             StrainRankedSampler(base, draws=bad)
 
@@ -151,3 +151,21 @@ def test_a_polished_ranked_sampler_passes_the_ranking_note_on():
     notes = polished.warnings_for(boron)
     assert len(notes) == 2 and "not ranked" in notes[0] and "polished without the MMFF94" in notes[1]
     assert polished.warnings_for(Chem.AddHs(Chem.MolFromSmiles("CCO"))) == []
+
+
+def test_polished_ranked_conformers_record_the_model_draw_they_were_polished_from():
+    """With ``--draws --polish`` ``molediff_draw`` named the conformer's place in the ranked output (0, 1, 2), not
+    the model's draw that it was polished from."""
+    from molediff.chem.model import load_conformer_model
+    from molediff.chem.polish import PolishedSampler
+
+    model = load_conformer_model()
+    ranked = StrainRankedSampler(model, 3)
+    (res,) = generate_conformers_batch(["CC(O)C(=O)NC"], 3, 4, model=PolishedSampler(model, base=ranked))
+    assert res.ok
+    first = [c for c in res.mol.GetConformers() if c.GetProp("molediff_round") == "0"]
+    assert first
+    call_seed = int(first[0].GetProp("molediff_call_seed"))
+    _, (chosen,) = ranked.sample_with_draws([Chem.Mol(res.mol)], 3, seed=call_seed)
+    assert chosen.tolist() != [0, 1, 2]
+    assert {int(c.GetProp("molediff_draw")) for c in first} <= set(chosen.tolist())
