@@ -30,7 +30,7 @@ from rdkit import Chem
 
 from molediff.chem.errors import RelaxationError
 from molediff.chem.relax import mmff_relaxed_coordinates
-from molediff.chem.sampler_protocol import ModelWrapper
+from molediff.chem.sampler_protocol import ModelWrapper, notes_without_mmff94
 
 __all__ = ["PolishedSampler", "polish_conformers", "polish_seed", "broken_by_relaxation", "DEFAULT_POLISH_SIGMA",
            "DEFAULT_POLISH_STEPS", "DEFAULT_POLISH_GUIDANCE"]
@@ -201,16 +201,8 @@ class PolishedSampler(ModelWrapper):
 
         :func:`~molediff.chem.generate.generate_conformers_batch` adds these to the molecule's warnings.
         """
-        from rdkit import rdBase
-        from rdkit.Chem import rdForceFieldHelpers
-
-        base = getattr(self.base, "warnings_for", None)  # e.g. a ranked base's
-        notes = list(base(mol)) if base is not None else []
-        with rdBase.BlockLogs():
-            if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
-                return notes
-        return notes + ["MMFF94 has no parameters for this molecule: its conformers were polished without the MMFF94 "
-                        "relaxation that molediff_start names"]
+        return notes_without_mmff94(self.base, mol, "MMFF94 has no parameters for this molecule: its conformers were "
+                                    "polished without the MMFF94 relaxation that molediff_start names")
 
     def sample(self, mols: Sequence[Chem.Mol], num_confs: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int | None = None,

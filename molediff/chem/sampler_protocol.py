@@ -17,7 +17,7 @@ from rdkit.Chem import rdDistGeom
 
 from molediff.chem.errors import UnsupportedElementError
 
-__all__ = ["ConformerSampler", "EtkdgSampler", "ModelWrapper", "check_elements"]
+__all__ = ["ConformerSampler", "EtkdgSampler", "ModelWrapper", "check_elements", "notes_without_mmff94"]
 
 
 @runtime_checkable
@@ -169,3 +169,17 @@ class EtkdgSampler:
                 coords[k] = work.GetConformer(cid).GetPositions()
             out.append(coords)
         return out
+
+
+def notes_without_mmff94(base: Any, mol: Chem.Mol, note: str) -> list[str]:
+    """A wrapper's ``warnings_for``: the wrapped sampler's notes for ``mol``, then ``note`` if MMFF94 has no
+    parameters for it (the wrappers that rank or relax with MMFF94 cannot do what their label says)."""
+    from rdkit import rdBase
+    from rdkit.Chem import rdForceFieldHelpers
+
+    wrapped = getattr(base, "warnings_for", None)
+    notes = list(wrapped(mol)) if wrapped is not None else []
+    with rdBase.BlockLogs():
+        if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
+            return notes
+    return notes + [note]

@@ -26,7 +26,7 @@ import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdForceFieldHelpers
 
-from molediff.chem.sampler_protocol import ModelWrapper
+from molediff.chem.sampler_protocol import ModelWrapper, notes_without_mmff94
 
 __all__ = ["StrainRankedSampler", "strain_energies", "energy_order", "least_strained", "draw_count", "DEFAULT_DRAWS"]
 
@@ -137,13 +137,8 @@ class StrainRankedSampler(ModelWrapper):
         :func:`~molediff.chem.generate.generate_conformers_batch` adds these (and the base sampler's) to the
         molecule's warnings.
         """
-        base = getattr(self.model, "warnings_for", None)
-        notes = list(base(mol)) if base is not None else []
-        with rdBase.BlockLogs():
-            if rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
-                return notes
-        return notes + ["MMFF94 has no parameters for this molecule: its conformers are its first draws, not ranked "
-                        "by strain as molediff_start says"]
+        return notes_without_mmff94(self.model, mol, "MMFF94 has no parameters for this molecule: its conformers are "
+                                    "its first draws, not ranked by strain as molediff_start says")
 
     def sample_with_draws(self, mols: Sequence[Chem.Mol], num_confs: int, **options: Any
                           ) -> tuple[list[np.ndarray], list[np.ndarray]]:
