@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"(misses in coverage, excluded from mean/median)")
         print(f"# wall time {time.perf_counter() - t0:.0f} s (scoring included)")
         result["main"] = {"split": args.split, "molecules": len(mols), "k": args.num_confs, "sampler": sampler,
-                          "steps": steps, "workers": args.workers, "draws": args.draws, "rows": [r.as_dict() for r in rows]}
+                          "steps": steps, "workers": args.workers, "draws": args.draws,
+                          "rows": [r.as_dict() for r in rows]}
         baseline = "etkdg" if "etkdg" in per_molecule else None
         if baseline and len(per_molecule) > 1:
             paired = paired_comparison(per_molecule, baseline)

@@ -28,39 +28,26 @@ from typing import Callable
 
 import numpy as np
 import torch
-from rdkit import Chem, rdBase
-from rdkit.Chem import rdForceFieldHelpers
+from rdkit import Chem
 
 from molediff.chem.checkpoint_loading import load_model_for_evaluation
 from molediff.chem.cli_evaluate import machine_info
 from molediff.chem.convert import with_conformers
 from molediff.chem.evaluation import run_etkdg, run_model, score_coordinates, score_molecule, select_molecules
 from molediff.chem.relax import mmff_relaxed_coordinates
-from molediff.chem.strain_ranking import energy_order, strain_energies
+from molediff.chem.strain_ranking import MMFF_TERMS, energy_order, strain_energies
 from molediff.data.qm9 import load_qm9
 
 TERMS = {
     "local": ("Bond", "Angle", "StretchBend", "Oop"),
     "non-local": ("Torsion", "VdW", "Ele"),
 }
-ALL_TERMS = ("Bond", "Angle", "StretchBend", "Oop", "Torsion", "VdW", "Ele")
+ALL_TERMS = MMFF_TERMS
 
 
 def term_energies(mol: Chem.Mol, coords: np.ndarray, terms: tuple[str, ...]) -> np.ndarray:
     """MMFF94 energy of each geometry ``[M, N, 3]`` with only ``terms`` switched on (NaN where non-finite)."""
-    out = np.full(len(coords), np.nan)
-    probe = with_conformers(mol, np.zeros((1, mol.GetNumAtoms(), 3)))
-    with rdBase.BlockLogs():
-        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(probe)
-        if props is None:
-            return out
-        for term in ALL_TERMS:
-            getattr(props, f"SetMMFF{term}Term")(term in terms)
-        field = rdForceFieldHelpers.MMFFGetMoleculeForceField(probe, props)
-        for i, xyz in enumerate(coords):
-            if np.isfinite(xyz).all():
-                out[i] = field.CalcEnergy(xyz.reshape(-1).tolist())
-    return out
+    return strain_energies(mol, coords, terms)
 
 
 def relaxed_energies(mol: Chem.Mol, coords: np.ndarray) -> np.ndarray:

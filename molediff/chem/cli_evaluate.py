@@ -81,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", type=_methods, action="extend", nargs="+", default=None,
                         help="any of model, model+mmff, unguided, unguided+mmff, product, refined, refined+mmff, "
                              "mixed, mixed+mmff, etkdg, etkdg+mmff, model+mmff+polish, mixed+mmff+polish, "
-                             "etkdg+mmff+polish, product+mmff+polish, ranked, ranked+mmff, ranked+mmff+polish, product-ranked, "
-                             "product-ranked+mmff+polish (space or comma separated; "
+                             "etkdg+mmff+polish, product+mmff+polish, ranked, ranked+mmff, ranked+mmff+polish, "
+                             "product-ranked, product-ranked+mmff+polish (space or comma separated; "
                              "default: model model+mmff etkdg etkdg+mmff)")
     parser.add_argument("--draws", type=_draws, default=None, metavar="F",
                         help="draws per kept conformer of the ranked rows (default 2)")

@@ -266,10 +266,7 @@ def _provenance(model: Any, sampler: str | None, steps: int | None, seed: int, d
             "molediff_sampler": sampler or getattr(defaults, "default_sampler", "default"),
             "molediff_steps": steps or getattr(defaults, "default_steps", "default"), "molediff_seed": seed}
     if hasattr(model, "resolved_precision"):
-        try:
-            meta["molediff_precision"] = model.resolved_precision(device=device or "cpu")
-        except AttributeError:  # a wrapper (ModelWrapper) around a sampler without precision settings, e.g. ETKDG
-            pass
+        meta["molediff_precision"] = model.resolved_precision(device=device or "cpu")
     if hasattr(model, "start_label"):
         meta["molediff_start"] = model.start_label
     return meta

@@ -8,7 +8,7 @@ command line): a fast, dependable fallback and the baseline every benchmark comp
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -100,9 +100,11 @@ class ModelWrapper:
     def config(self) -> Any:
         return self.model.config
 
-    def resolved_precision(self, precision: str | None = None, device: str | torch.device = "cpu") -> str:
-        """The wrapped model's concrete sampling precision (``ConformerModel.resolved_precision``)."""
-        return self.model.resolved_precision(precision, device)
+    @property
+    def resolved_precision(self) -> Callable[..., str]:
+        """The wrapped model's ``resolved_precision(precision=None, device="cpu")``
+        (``ConformerModel.resolved_precision``); no such attribute when it has none (ETKDG)."""
+        return self.model.resolved_precision
 
     def check_supported(self, mol: Chem.Mol) -> None:
         """The wrapped model's elements."""

@@ -28,7 +28,8 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from molediff.chem.sampler_protocol import ModelWrapper, notes_without_mmff94
 
-__all__ = ["StrainRankedSampler", "strain_energies", "energy_order", "least_strained", "draw_count", "DEFAULT_DRAWS"]
+__all__ = ["StrainRankedSampler", "strain_energies", "energy_order", "least_strained", "draw_count", "DEFAULT_DRAWS",
+           "MMFF_TERMS"]
 
 #: draws per kept conformer of :class:`StrainRankedSampler` and of the evaluation's ranked rows
 DEFAULT_DRAWS = 2.0
@@ -42,7 +43,11 @@ def draw_count(num_confs: int, draws: float) -> int:
     return max(int(num_confs), math.ceil(round(float(draws) * int(num_confs), 9)))
 
 
-def strain_energies(mol: Chem.Mol, coords: np.ndarray) -> np.ndarray:
+#: the terms of the MMFF94 energy, as RDKit's ``MMFFMolProperties.SetMMFF<term>Term`` names them
+MMFF_TERMS = ("Bond", "Angle", "StretchBend", "Oop", "Torsion", "VdW", "Ele")
+
+
+def strain_energies(mol: Chem.Mol, coords: np.ndarray, terms: Sequence[str] = MMFF_TERMS) -> np.ndarray:
     """MMFF94 energy (kcal/mol) of every geometry in ``coords`` as it is, without minimisation.
 
     Parameters
@@ -51,6 +56,8 @@ def strain_energies(mol: Chem.Mol, coords: np.ndarray) -> np.ndarray:
         The molecule with explicit hydrogens, in the atom order of ``coords``.
     coords : numpy.ndarray
         ``[M, N, 3]`` positions in Å; may hold non-finite conformers.
+    terms : sequence of str
+        The energy terms to sum (default all of :data:`MMFF_TERMS`; the ranking uses all).
 
     Returns
     -------
@@ -73,6 +80,8 @@ def strain_energies(mol: Chem.Mol, coords: np.ndarray) -> np.ndarray:
         props = rdForceFieldHelpers.MMFFGetMoleculeProperties(work)
         if props is None:
             return out
+        for term in MMFF_TERMS:
+            getattr(props, f"SetMMFF{term}Term")(term in terms)
         field = rdForceFieldHelpers.MMFFGetMoleculeForceField(work, props)
         if field is None:
             return out

@@ -4,7 +4,8 @@
 "config": {...}, "step": ..., "metrics": {...}, "card": {...}, "weights_bytes": ...,
 "weights_sha256": ...}``. Loading needs safetensors and json only; :func:`load_exported` checks the
 weights against the size and SHA-256 recorded in ``model.json`` (exports written before these two
-fields existed load unchecked, with a warning) and turns every failure into an :class:`ExportError` naming the file.
+fields existed load unchecked, with a warning) and turns every failure into an :class:`ExportError` naming the
+file.
 """
 
 from __future__ import annotations
